@@ -1,0 +1,366 @@
+"""Training: one function, `train(config)`, for one process or many (torchrun / DDP).
+
+Per epoch: training clips (random start, multi-scale crop, flip) -> AdamW steps (gradient accumulation, optional
+bf16/fp16 autocast) -> validation on centre clips -> ReduceLROnPlateau on the validation loss -> `metrics.csv`,
+TensorBoard, `last.pt` (every epoch) and `best.pt` (best validation top-1), curves as PNG. Only rank 0 writes.
+
+Determinism: the sample order of epoch e is a function of (seed, e) (a seeded DistributedSampler, also with one
+process), and every checkpoint stores all RNG states, so a CPU run killed after epoch k and resumed ends with
+exactly the weights of an uninterrupted run.
+
+Videos that fail to decode are reported through `TrainHooks.on_failure` by name and left out of that batch;
+they are never replaced by another sample.
+"""
+
+from __future__ import annotations
+
+import csv
+import dataclasses
+import math
+import os
+import time
+from contextlib import nullcontext
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Callable
+
+import torch
+from torch import nn
+from torch.nn import functional as F
+from torch.utils.data import DataLoader, DistributedSampler
+
+from actionbert import runtime
+from actionbert.checkpoint import inference_config, load_checkpoint, save_checkpoint
+from actionbert.config import RunConfig, config_from_dict, config_to_dict, dump_config, resolve
+from actionbert.models import BertHead, VideoClassifier
+
+METRIC_FIELDS = ["epoch", "train_loss", "train_top1", "val_loss", "val_top1", "lr", "failures", "clips_per_s",
+                 "seconds"]
+
+
+@dataclass
+class TrainHooks:
+    """Callbacks through which the CLI shows progress (the library itself prints nothing)."""
+
+    on_epoch_start: Callable[[int, int], None] = lambda epoch, steps: None
+    on_step: Callable[[dict], None] = lambda info: None
+    on_epoch_end: Callable[[dict], None] = lambda row: None
+    on_failure: Callable[[str, str], None] = lambda video_id, reason: None
+
+
+@dataclass
+class TrainResult:
+    run_dir: Path
+    best_top1: float
+    best_epoch: int
+    history: list[dict] = field(default_factory=list)
+    failures: int = 0
+
+
+# ------------------------------------------------------------------------------------------ parameters
+NO_DECAY_NAMES = ("cls_token", "pos_embed")
+
+
+def param_groups(model: nn.Module, weight_decay: float) -> list[dict]:
+    """AdamW groups: weight decay on conv/linear weights only; none on norms, biases, CLS token, positions.
+
+    Backbone and head parameters are kept in separate groups so the backbone can be frozen (lr 0) for the first
+    epochs without rebuilding the optimizer.
+    """
+    groups: dict[tuple[str, bool], list] = {}
+    for name, p in model.named_parameters():
+        if not p.requires_grad:
+            continue
+        part = "backbone" if name.startswith("backbone.") else "head"
+        decay = p.ndim > 1 and not name.endswith(NO_DECAY_NAMES)
+        groups.setdefault((part, decay), []).append(p)
+    return [{"params": ps, "weight_decay": weight_decay if decay else 0.0, "part": part}
+            for (part, decay), ps in sorted(groups.items())]
+
+
+def disable_stochastic_layers(model: nn.Module) -> None:
+    """Dropout p = 0 and no BERT token masking: for exact equivalence checks (DDP vs one process)."""
+    for m in model.modules():
+        if isinstance(m, nn.Dropout):
+            m.p = 0.0
+        if isinstance(m, BertHead):
+            m.mask_prob = 0.0
+
+
+def set_train_mode(model: nn.Module, *, freeze_bn: bool) -> None:
+    model.train()
+    if freeze_bn:
+        for m in model.modules():
+            if isinstance(m, nn.modules.batchnorm._BatchNorm):
+                m.eval()
+
+
+def topk_correct(logits: torch.Tensor, labels: torch.Tensor, k: int = 1) -> int:
+    k = min(k, logits.shape[1])
+    return int((logits.topk(k, dim=1).indices == labels[:, None]).any(dim=1).sum())
+
+
+# ------------------------------------------------------------------------------------------------ data
+def build_datasets(cfg: RunConfig):
+    """(train dataset, val dataset, classes) from the prepared folder `cfg.data.root`."""
+    from actionbert.data import VideoClipDataset, eval_transform, load_split, train_transform
+
+    root = Path(cfg.data.root)
+    if not (root / "classes.txt").is_file():
+        raise FileNotFoundError(f"{root}: no classes.txt; run `actionbert prepare DATA --out {root}` first")
+    train_samples, classes = load_split(root, "train")
+    val_samples, _ = load_split(root, cfg.data.val_split)
+    d, m = cfg.data, cfg.model
+    norm = d.norm or "torchvision"
+    common = dict(clip_len=m.clip_len, frame_stride=d.frame_stride, seed=cfg.train.seed)
+    train_ds = VideoClipDataset(train_samples, mode="train", root=root, **common,
+                                transform=train_transform(resize=d.resize, crop_size=m.input_size, norm=norm,
+                                                          keep_aspect=d.keep_aspect))
+    val_ds = VideoClipDataset(val_samples, mode="val", root=root, **common,
+                              transform=eval_transform(resize=d.resize, crop_size=m.input_size, norm=norm,
+                                                       keep_aspect=d.keep_aspect))
+    return train_ds, val_ds, classes
+
+
+def make_loader(dataset, *, batch_size: int, shuffle: bool, seed: int, info: runtime.DistInfo, workers: int,
+                drop_last: bool = False) -> DataLoader:
+    from actionbert.data import collate_clips
+
+    sampler = DistributedSampler(dataset, num_replicas=info.world_size, rank=info.rank, shuffle=shuffle, seed=seed,
+                                 drop_last=drop_last)
+    return DataLoader(dataset, batch_size=batch_size, sampler=sampler, num_workers=workers,
+                      collate_fn=collate_clips, persistent_workers=False, drop_last=drop_last,
+                      worker_init_fn=None, pin_memory=False)
+
+
+# ----------------------------------------------------------------------------------------------- train
+def train(cfg: RunConfig, *, resume: bool = False, hooks: TrainHooks | None = None) -> TrainResult:
+    """Train (or resume) the run described by `cfg`; returns the best validation top-1 and the history."""
+    hooks = hooks or TrainHooks()
+    device = runtime.select_device(cfg.train.device, local_rank=int(os.environ.get("LOCAL_RANK", "0")))
+    info = runtime.init_distributed(device.type)
+    try:
+        return _train(cfg, resume=resume, hooks=hooks, device=device, info=info)
+    finally:
+        runtime.shutdown_distributed()
+
+
+def _train(cfg: RunConfig, *, resume: bool, hooks: TrainHooks, device: torch.device,
+           info: runtime.DistInfo) -> TrainResult:
+    run_dir = Path(cfg.train.out)
+    ckpt = None
+    if resume:
+        last = run_dir / "last.pt"
+        if not last.is_file():
+            raise FileNotFoundError(f"{last}: nothing to resume (no last checkpoint in the run folder)")
+        ckpt = load_checkpoint(last, map_location="cpu")
+        saved = config_from_dict(ckpt["config"], where=str(last))
+        # the run continues with its own config; only the epoch budget may be raised on resume
+        cfg = dataclasses.replace(saved, train=dataclasses.replace(saved.train, epochs=cfg.train.epochs))
+
+    runtime.seed_everything(cfg.train.seed)
+    train_ds, val_ds, classes = build_datasets(cfg)
+    cfg = resolve(cfg, num_classes=len(classes))
+    if cfg.model.num_classes != len(classes):
+        raise ValueError(f"model.num_classes={cfg.model.num_classes} but the dataset has {len(classes)} classes")
+    t = cfg.train
+
+    model = VideoClassifier(cfg.model)
+    if t.pretrained and ckpt is None:
+        from actionbert.weights import load_weights
+
+        load_weights(model, t.pretrained, source=t.pretrained_source or "actionbert")
+    if t.deterministic_layers:
+        disable_stochastic_layers(model)
+    if t.sync_bn:
+        if device.type != "cuda":
+            raise ValueError("sync_bn needs CUDA devices (PyTorch's SyncBatchNorm has no CPU kernel)")
+        model = nn.SyncBatchNorm.convert_sync_batchnorm(model)
+    memory_format = torch.channels_last_3d if t.channels_last else torch.contiguous_format
+    model = model.to(device=device, memory_format=memory_format)
+    core: VideoClassifier = model
+    if info.enabled:
+        model = nn.parallel.DistributedDataParallel(model, device_ids=[device.index] if device.type == "cuda" else None)
+
+    optimizer = torch.optim.AdamW(param_groups(core, t.weight_decay), lr=t.lr)
+    scheduler = torch.optim.lr_scheduler.ReduceLROnPlateau(optimizer, mode="min", factor=t.plateau_factor,
+                                                           patience=t.plateau_patience)
+    scaler = torch.amp.GradScaler(device.type, enabled=t.precision == "fp16")
+    history: list[dict] = []
+    start_epoch, best_top1, best_epoch, stale = 0, -1.0, -1, 0
+    if ckpt is not None:
+        core.load_state_dict(ckpt["model_state"])
+        optimizer.load_state_dict(ckpt["optimizer"])
+        scheduler.load_state_dict(ckpt["scheduler"])
+        scaler.load_state_dict(ckpt["scaler"])
+        start_epoch = ckpt["epoch"] + 1
+        best_top1, best_epoch, stale = ckpt["best_top1"], ckpt["best_epoch"], ckpt["stale_epochs"]
+        history = list(ckpt["history"])
+        runtime.set_rng_state(ckpt["rng"])
+
+    train_loader = make_loader(train_ds, batch_size=t.batch_size, shuffle=True, seed=t.seed, info=info,
+                               workers=cfg.data.num_workers, drop_last=len(train_ds) >= t.batch_size * info.world_size)
+    val_loader = make_loader(val_ds, batch_size=t.batch_size, shuffle=False, seed=t.seed, info=info,
+                             workers=cfg.data.num_workers)
+    writer = None
+    if info.is_main:
+        run_dir.mkdir(parents=True, exist_ok=True)
+        (run_dir / "config.yaml").write_text(dump_config(cfg))
+        (run_dir / "classes.txt").write_text("\n".join(classes) + "\n")
+        writer = _tensorboard(run_dir)
+    infer = inference_config(core, classes=classes, frame_stride=cfg.data.frame_stride, resize=cfg.data.resize,
+                             keep_aspect=cfg.data.keep_aspect, norm=cfg.data.norm)
+    total_failures = 0
+    for epoch in range(start_epoch, t.epochs):
+        _set_lrs(optimizer, t, epoch)
+        train_loader.sampler.set_epoch(epoch)
+        if hasattr(train_ds, "set_epoch"):
+            train_ds.set_epoch(epoch)
+        t0 = time.perf_counter()
+        steps = len(train_loader) if not t.max_steps_per_epoch else min(len(train_loader), t.max_steps_per_epoch)
+        hooks.on_epoch_start(epoch, steps)
+        tr = _train_epoch(model, core, train_loader, optimizer, scaler, cfg, device, info, hooks, steps, memory_format)
+        va = evaluate_loader(model, val_loader, device=device, info=info, precision=t.precision,
+                             memory_format=memory_format, hooks=hooks)
+        seconds = time.perf_counter() - t0
+        if epoch >= t.warmup_epochs:
+            scheduler.step(va["loss"])
+        failures = tr["failures"] + va["failures"]
+        total_failures += failures
+        row = {"epoch": epoch, "train_loss": tr["loss"], "train_top1": tr["top1"], "val_loss": va["loss"],
+               "val_top1": va["top1"], "lr": optimizer.param_groups[-1]["lr"], "failures": failures,
+               "clips_per_s": tr["clips"] / max(tr["seconds"], 1e-9), "seconds": seconds}
+        history.append(row)
+        improved = va["top1"] > best_top1
+        if improved:
+            best_top1, best_epoch, stale = va["top1"], epoch, 0
+        else:
+            stale += 1
+        if info.is_main:
+            state = {"epoch": epoch, "model_state": {k: v.detach().cpu() for k, v in core.state_dict().items()},
+                     "optimizer": optimizer.state_dict(), "scheduler": scheduler.state_dict(),
+                     "scaler": scaler.state_dict(), "rng": runtime.rng_state(), "config": config_to_dict(cfg),
+                     "inference": infer, "classes": classes, "best_top1": best_top1, "best_epoch": best_epoch,
+                     "stale_epochs": stale, "history": history}
+            save_checkpoint(run_dir / "last.pt", state)
+            if improved:
+                save_checkpoint(run_dir / "best.pt", state)
+            _write_metrics(run_dir / "metrics.csv", history)
+            if writer is not None:
+                for k in ("train_loss", "train_top1", "val_loss", "val_top1", "lr", "clips_per_s"):
+                    writer.add_scalar(k, row[k], epoch)
+                writer.flush()
+            from actionbert.plots import plot_curves
+
+            plot_curves(history, run_dir / "curves.png", title=f"{cfg.model.backbone} + {cfg.model.head}")
+        hooks.on_epoch_end(row)
+        runtime.barrier(info)
+        if t.early_stopping and stale >= t.early_stopping:
+            break
+    if writer is not None:
+        writer.close()
+    return TrainResult(run_dir=run_dir, best_top1=best_top1, best_epoch=best_epoch, history=history,
+                       failures=total_failures)
+
+
+def _set_lrs(optimizer, t, epoch: int) -> None:
+    """Learning rate for this epoch: linear warm-up from lr/100, then the plateau scheduler's value (kept in the
+    head groups); backbone groups get lr 0 while the backbone is frozen."""
+    if epoch < t.warmup_epochs:
+        lr = t.lr * (0.01 + 0.99 * epoch / t.warmup_epochs)
+    elif epoch == t.warmup_epochs and t.warmup_epochs:
+        lr = t.lr
+    else:
+        lr = max(g["lr"] for g in optimizer.param_groups if g["part"] == "head")
+    for g in optimizer.param_groups:
+        g["lr"] = 0.0 if g["part"] == "backbone" and epoch < t.freeze_backbone_epochs else lr
+
+
+def _train_epoch(model, core, loader, optimizer, scaler, cfg, device, info, hooks, steps, memory_format) -> dict:
+    t = cfg.train
+    set_train_mode(model, freeze_bn=t.freeze_bn)
+    loss_sum = correct = count = failures = 0.0
+    clips, busy = 0, 0.0
+    optimizer.zero_grad(set_to_none=True)
+    it = iter(loader)
+    for step in range(steps):
+        batch = next(it)
+        for video_id, reason in batch.get("failures", []):
+            failures += 1
+            hooks.on_failure(video_id, reason)
+        t0 = time.perf_counter()
+        video = batch.get("video")
+        sync_now = (step + 1) % t.accumulation == 0 or step + 1 == steps
+        if video is None:
+            if not info.enabled:
+                continue
+            # every DDP rank must run the same number of backward passes: contribute a zero gradient
+            video = torch.zeros(1, 3, cfg.model.clip_len, cfg.model.input_size, cfg.model.input_size)
+            labels, weight = torch.zeros(1, dtype=torch.long), 0.0
+        else:
+            labels, weight = batch["label"], 1.0
+        video = video.to(device, non_blocking=True).contiguous(memory_format=memory_format)
+        labels = labels.to(device)
+        ctx = model.no_sync() if info.enabled and not sync_now else nullcontext()
+        with ctx:
+            with runtime.autocast(device, t.precision):
+                logits = model(video)
+                loss = F.cross_entropy(logits.float(), labels, label_smoothing=t.label_smoothing)
+            scaler.scale(loss * weight / t.accumulation).backward()
+        if sync_now:
+            scaler.step(optimizer)
+            scaler.update()
+            optimizer.zero_grad(set_to_none=True)
+        if weight:
+            n = labels.numel()
+            loss_sum += loss.item() * n
+            correct += topk_correct(logits.detach(), labels)
+            count += n
+            clips += n
+        busy += time.perf_counter() - t0
+        hooks.on_step({"step": step + 1, "steps": steps, "loss": loss_sum / max(count, 1),
+                       "top1": 100 * correct / max(count, 1), "clips_per_s": clips / max(busy, 1e-9)})
+    loss_sum, correct, count, failures = runtime.all_reduce_sum([loss_sum, correct, count, failures], device, info)
+    return {"loss": loss_sum / max(count, 1), "top1": 100 * correct / max(count, 1), "failures": int(failures),
+            "clips": clips * info.world_size, "seconds": busy}
+
+
+@torch.inference_mode()
+def evaluate_loader(model, loader, *, device, info: runtime.DistInfo, precision: str = "fp32",
+                    memory_format=torch.contiguous_format, hooks: TrainHooks | None = None) -> dict:
+    """Clip-level loss and top-1 over a loader of single clips (validation during training)."""
+    model.eval()
+    loss_sum = correct = count = failures = 0.0
+    for batch in loader:
+        for video_id, reason in batch.get("failures", []):
+            failures += 1
+            if hooks:
+                hooks.on_failure(video_id, reason)
+        if batch.get("video") is None:
+            continue
+        video = batch["video"].to(device).contiguous(memory_format=memory_format)
+        labels = batch["label"].to(device)
+        with runtime.autocast(device, precision):
+            logits = model(video).float()
+        loss_sum += F.cross_entropy(logits, labels, reduction="sum").item()
+        correct += topk_correct(logits, labels)
+        count += labels.numel()
+    loss_sum, correct, count, failures = runtime.all_reduce_sum([loss_sum, correct, count, failures], device, info)
+    return {"loss": loss_sum / count if count else math.nan, "top1": 100 * correct / count if count else 0.0,
+            "failures": int(failures)}
+
+
+def _write_metrics(path: Path, history: list[dict]) -> None:
+    with open(path, "w", newline="") as f:
+        w = csv.DictWriter(f, fieldnames=METRIC_FIELDS)
+        w.writeheader()
+        for row in history:
+            w.writerow({k: (f"{v:.6g}" if isinstance(v, float) else v) for k, v in row.items()})
+
+
+def _tensorboard(run_dir: Path) -> Any:
+    try:
+        from torch.utils.tensorboard import SummaryWriter
+    except ImportError:  # tensorboard is a dependency, but a broken install must not stop training
+        return None
+    return SummaryWriter(log_dir=str(run_dir / "tensorboard"))
