@@ -235,3 +235,8 @@ def config_to_dict(cfg: RunConfig) -> dict[str, Any]:
 
 def dump_config(cfg: RunConfig) -> str:
     return yaml.safe_dump(config_to_dict(cfg), sort_keys=False)
+
+
+def transform_resize(resize, keep_aspect: bool):
+    """The `resize` argument of the data transforms: (H, W) ignoring aspect, or the short side (an int)."""
+    return int(resize[0]) if keep_aspect else (int(resize[0]), int(resize[1]))

@@ -31,8 +31,8 @@ from torch.utils.data import DataLoader, DistributedSampler
 
 from actionbert import runtime
 from actionbert.checkpoint import inference_config, load_checkpoint, save_checkpoint
-from actionbert.config import RunConfig, config_from_dict, config_to_dict, dump_config, resolve
-from actionbert.models import BertHead, VideoClassifier
+from actionbert.config import RunConfig, config_from_dict, config_to_dict, dump_config, resolve, transform_resize
+from actionbert.models import BertHead, VideoClassifier, get_backbone_spec
 
 METRIC_FIELDS = ["epoch", "train_loss", "train_top1", "val_loss", "val_top1", "lr", "failures", "clips_per_s",
                  "seconds"]
@@ -111,14 +111,11 @@ def build_datasets(cfg: RunConfig):
     train_samples, classes = load_split(root, "train")
     val_samples, _ = load_split(root, cfg.data.val_split)
     d, m = cfg.data, cfg.model
-    norm = d.norm or "torchvision"
+    look = dict(resize=transform_resize(d.resize, d.keep_aspect), crop_size=m.input_size,
+                norm=d.norm or get_backbone_spec(m.backbone).norm)
     common = dict(clip_len=m.clip_len, frame_stride=d.frame_stride, seed=cfg.train.seed)
-    train_ds = VideoClipDataset(train_samples, mode="train", root=root, **common,
-                                transform=train_transform(resize=d.resize, crop_size=m.input_size, norm=norm,
-                                                          keep_aspect=d.keep_aspect))
-    val_ds = VideoClipDataset(val_samples, mode="val", root=root, **common,
-                              transform=eval_transform(resize=d.resize, crop_size=m.input_size, norm=norm,
-                                                       keep_aspect=d.keep_aspect))
+    train_ds = VideoClipDataset(train_samples, mode="train", transform=train_transform(**look), **common)
+    val_ds = VideoClipDataset(val_samples, mode="val", transform=eval_transform(**look), **common)
     return train_ds, val_ds, classes
 
 

@@ -1,0 +1,146 @@
+"""`actionbert demo`: the whole workflow on built-in synthetic data, TGAP against BERT, in minutes on a CPU.
+
+1. Generate the synthetic order-sensitive dataset (`data.synthetic`): real video files, folder per class.
+2. `prepare` it (index, stratified split, decoded-frame cache).
+3. Train a tiny R(2+1)D with the TGAP head and with the BERT head, for a few seeds (`ablate`).
+4. Evaluate every best checkpoint with the paper's protocol plus the temporal check (frame-reversed and
+   frame-shuffled clips).
+5. Write `REPORT.md` with the ablation table, curves and confusion matrices.
+
+What it shows: some synthetic classes differ only in the order of two events far apart in time. Averaging the
+temporal tokens (TGAP) discards their order, while BERT sees ordered tokens with positions, so BERT should
+separate those classes and lose accuracy when frames are shuffled. Other classes differ in appearance or local
+motion, which both heads can learn. It is a sanity check of the method on toy data, not a benchmark.
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Callable
+
+from actionbert.ablate import markdown_table, run_ablation, table_rows
+from actionbert.config import DataConfig, ModelConfig, RunConfig, TrainConfig
+
+
+@dataclass(frozen=True)
+class DemoConfig:
+    """Sizes of the demo, chosen to finish in a few minutes on 2 CPU cores.
+
+    Args:
+        out: output folder (REPORT.md, data, runs).
+        seeds: training seeds per head.
+        epochs: training epochs per run.
+        videos_per_class: synthetic videos per class.
+        num_frames: frames per synthetic video.
+        clip_len: frames per clip (tiny R(2+1)D: 32 frames -> T' = 4 tokens).
+        crop: model input side in pixels.
+        views: evaluation views (clips x crops).
+    """
+
+    out: str = "runs/demo"
+    seeds: int = 2
+    epochs: int = 8
+    videos_per_class: int = 40
+    num_frames: int = 40
+    clip_len: int = 32
+    crop: int = 48
+    resize: tuple[int, int] = (56, 72)
+    batch_size: int = 8
+    lr: float = 2e-3
+    views: str = "all"
+    seed: int = 0
+    workers: int = 1
+
+
+def base_config(demo: DemoConfig, prepared: Path) -> RunConfig:
+    return RunConfig(
+        model=ModelConfig(backbone="r2plus1d_tiny", head="bert", num_classes=0, clip_len=demo.clip_len,
+                          input_size=demo.crop),
+        data=DataConfig(root=str(prepared), resize=demo.resize, num_workers=demo.workers),
+        train=TrainConfig(out=str(Path(demo.out) / "runs"), epochs=demo.epochs, batch_size=demo.batch_size,
+                          lr=demo.lr, plateau_patience=3, seed=demo.seed),
+    )
+
+
+def run_demo(demo: DemoConfig, *, log: Callable[[str], None] = lambda s: None,
+             train_hooks=None) -> Path:
+    """Run the whole demo; returns the path of REPORT.md."""
+    from actionbert.data import make_synthetic_dataset, prepare_dataset
+    from actionbert.evaluate import evaluate
+    from actionbert.train import train
+
+    t_start = time.perf_counter()
+    out = Path(demo.out)
+    if out.exists():
+        shutil.rmtree(out)
+    out.mkdir(parents=True)
+    log("1/4 generating the synthetic dataset")
+    raw = make_synthetic_dataset(out / "videos", videos_per_class=demo.videos_per_class,
+                                 num_frames=demo.num_frames, clip_len=demo.clip_len, seed=demo.seed)
+    log("2/4 preparing it (index, split, decoded cache)")
+    prepared = out / "prepared"
+    prepare_dataset(raw, prepared, val_fraction=0.25, seed=demo.seed, cache=True, cache_short_side=min(demo.resize))
+    base = base_config(demo, prepared)
+    evaluations: dict[str, dict] = {}
+
+    def eval_fn(run_dir: Path, cfg: RunConfig) -> dict:
+        report = evaluate(run_dir / "best.pt", data=prepared, split="val", views=demo.views, temporal_check=True,
+                          out=run_dir / "eval")
+        evaluations[str(run_dir)] = report
+        tc = report["temporal_check"]
+        return {"top1": report["video"]["top1"], "reversed_top1": tc["reversed"]["top1"],
+                "shuffled_top1": tc["shuffled"]["top1"], "order_dependence": tc["order_dependence"]}
+
+    def train_fn(cfg: RunConfig):
+        log(f"3/4 training {cfg.model.head} seed {cfg.train.seed}")
+        return train(cfg, hooks=train_hooks)
+
+    log("3/4 training TGAP and BERT")
+    rows = run_ablation(base, {"model.head": ["tgap", "bert"]}, seeds=demo.seeds, out=out / "ablation",
+                        train_fn=train_fn, eval_fn=eval_fn,
+                        on_run=lambda name, seed, res: log(f"    {name} seed {seed}: top-1 {res['top1']:.1f}%"))
+    log("4/4 writing the report")
+    minutes = (time.perf_counter() - t_start) / 60
+    report = write_report(out, demo, table_rows(rows), evaluations, minutes=minutes)
+    return report
+
+
+def write_report(out: Path, demo: DemoConfig, table: list[dict], evaluations: dict[str, dict], *,
+                 minutes: float) -> Path:
+    lines = [
+        "# actionbert demo: TGAP vs BERT on synthetic order-sensitive videos",
+        "",
+        f"Tiny R(2+1)D backbone, {demo.clip_len}-frame clips at {demo.crop}x{demo.crop}, {demo.epochs} epochs, "
+        f"{demo.seeds} seed(s) per head, evaluated on the validation split with the paper's protocol "
+        f"(views: {demo.views}). Run time {minutes:.1f} min.",
+        "",
+        "## Ablation",
+        "",
+        markdown_table(table),
+        "",
+        "top1: video-level top-1 (%); reversed/shuffled: the same clips with frames reversed / shuffled; "
+        "order_dependence: top-1 minus shuffled top-1 (how much the model relies on temporal order).",
+        "",
+        "## What this shows",
+        "",
+        "Some classes differ only in the order of two events far apart in time; averaging tokens (TGAP) cannot "
+        "tell them apart, BERT can. Other classes differ in appearance or local motion. This is a toy check of "
+        "the method's mechanism, not evidence about real datasets.",
+        "",
+        "## Runs",
+        "",
+    ]
+    for run_dir, report in sorted(evaluations.items()):
+        rel = Path(run_dir).relative_to(out)
+        lines += [f"### {rel}", "", f"![curves]({rel}/curves.png)", "",
+                  f"![confusion]({rel}/eval/confusion.png)", "",
+                  f"video top-1 {report['video']['top1']:.1f}%, mean class accuracy "
+                  f"{report['video']['mean_class_accuracy']:.1f}%", ""]
+    path = out / "REPORT.md"
+    path.write_text("\n".join(lines) + "\n")
+    (out / "ablation.json").write_text(json.dumps(table, indent=2))
+    return path

@@ -1,0 +1,183 @@
+"""Evaluation with the paper's protocol: every test window x 10 crops, mean of raw logits per video.
+
+```
+prepared split -> test items (video, window) -> views (crops) -> model -> logits (V, K)
+  -> clip logits = mean over crops   -> clip-level metrics
+  -> video logits = mean over all views of the video -> video-level metrics (top-1/5, mean class accuracy,
+     per-class precision/recall, confusion matrix)
+```
+
+`views` chooses fewer: "all" (all windows x 10 crops, the paper), or "CxV" with C clips per video (evenly
+spread among its test windows, 0 = all) and V crops (1 = centre, 10 = the ten-crop set), e.g. "1x1".
+
+`temporal_check=True` evaluates again with each clip's frames reversed and shuffled (a fixed permutation per
+run): a model that uses temporal order loses accuracy there, one that averages over time does not.
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+import math
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Callable
+
+import torch
+from torch.utils.data import DataLoader, Subset
+
+from actionbert import runtime
+from actionbert.checkpoint import CheckpointError, load_model
+from actionbert.config import transform_resize
+from actionbert.metrics import classification_report, topk_accuracy
+
+ORDERS = ("original", "reversed", "shuffled")
+
+
+@dataclass(frozen=True)
+class Views:
+    clips: int  # per video; 0 = every test window
+    crops: int  # 1 or 10
+
+    @staticmethod
+    def parse(text: str) -> "Views":
+        if text in ("all", "paper"):
+            return Views(0, 10)
+        c, sep, v = text.lower().partition("x")
+        try:
+            views = Views(int(c), int(v))
+        except ValueError:
+            raise ValueError(f"views {text!r}: expected 'all' or CLIPSxCROPS such as 1x1, 3x10, 0x10") from None
+        if views.crops not in (1, 10) or views.clips < 0:
+            raise ValueError(f"views {text!r}: crops must be 1 or 10 and clips >= 0 (0 = all windows)")
+        return views
+
+
+def select_windows(count: int, clips: int) -> list[int]:
+    """Which of a video's `count` test windows to use: all, or `clips` spread evenly (centre-most for 1)."""
+    if clips <= 0 or clips >= count:
+        return list(range(count))
+    if clips == 1:
+        return [(count - 1) // 2]
+    return sorted({round(i * (count - 1) / (clips - 1)) for i in range(clips)})
+
+
+def evaluate(model_path: str | Path, *, data: str | Path, split: str = "val", views: str = "all",
+             temporal_check: bool = False, out: str | Path | None = None, device: str = "auto",
+             precision: str = "fp32", batch_size: int = 4, workers: int = 0, seed: int = 0,
+             on_batch: Callable[[int, int], None] = lambda done, total: None,
+             on_failure: Callable[[str, str], None] = lambda vid, reason: None) -> dict:
+    """Evaluate a checkpoint or model folder on a prepared split; returns (and writes) the JSON report.
+
+    Args:
+        model_path: training checkpoint (`best.pt`) or `actionbert` model folder.
+        data: folder written by `actionbert prepare`.
+        split: "val", "train" or "test" (whatever `prepare` wrote).
+        views: "all" or "CxV" (see the module docstring).
+        temporal_check: also evaluate frame-reversed and frame-shuffled clips.
+        out: folder for `report.json`, `confusion.csv`, `confusion.png`, `predictions.csv` (None: write nothing).
+        batch_size: test items (windows) per forward pass; each carries all its crops.
+    """
+    from actionbert.data import VideoClipDataset, collate_clips, eval_transform, load_split, ten_crop_transform
+
+    dev = runtime.select_device(device)
+    model, info = load_model(model_path, map_location="cpu")
+    model = model.to(dev).eval()
+    samples, classes = load_split(data, split)
+    if list(classes) != list(info["classes"]):
+        raise CheckpointError(f"{model_path}: trained on classes {info['classes']} but {data} has {classes}")
+    v = Views.parse(views)
+    make = ten_crop_transform if v.crops == 10 else eval_transform
+    transform = make(resize=transform_resize(info["resize"], info.get("keep_aspect", False)),
+                     crop_size=info["input_size"], norm=info["norm"])
+    dataset = VideoClipDataset(samples, clip_len=info["clip_len"], mode="test", frame_stride=info["frame_stride"],
+                               transform=transform, seed=seed)
+    chosen = [i for i, (s, k, count) in enumerate(dataset.items) if k in select_windows(count, v.clips)]
+    loader = DataLoader(Subset(dataset, chosen), batch_size=batch_size, shuffle=False, num_workers=workers,
+                        collate_fn=collate_clips)
+    orders = ORDERS if temporal_check else ORDERS[:1]
+    gen = torch.Generator().manual_seed(seed)
+    shuffle = torch.randperm(info["clip_len"], generator=gen)
+    video_sum: dict[str, dict[str, torch.Tensor]] = {o: {} for o in orders}
+    video_views: dict[str, int] = {}
+    clip_logits: dict[str, list[torch.Tensor]] = {o: [] for o in orders}
+    clip_labels: list[int] = []
+    labels: dict[str, int] = {}
+    failures: list[dict] = []
+    done = 0
+    with torch.inference_mode():
+        for batch in loader:
+            for vid, reason in batch["failures"]:
+                failures.append({"video_id": vid, "reason": reason})
+                on_failure(vid, reason)
+            done += len(batch["video_id"]) + len(batch["failures"])
+            on_batch(done, len(chosen))
+            if batch["video"] is None:
+                continue
+            x = batch["video"]  # (B, V, 3, T, S, S)
+            B, V = x.shape[:2]
+            flat = x.flatten(0, 1)  # (B*V, 3, T, S, S)
+            for order in orders:
+                clip = {"original": flat, "reversed": flat.flip(2), "shuffled": flat[:, :, shuffle]}[order]
+                with runtime.autocast(dev, precision):
+                    logits = model(clip.to(dev)).float().cpu().view(B, V, -1)  # (B, V, K)
+                clip_logits[order].append(logits.mean(dim=1))  # (B, K): mean over crops
+                for i, vid in enumerate(batch["video_id"]):
+                    acc = video_sum[order]
+                    acc[vid] = acc.get(vid, 0) + logits[i].sum(dim=0)
+            for i, vid in enumerate(batch["video_id"]):
+                video_views[vid] = video_views.get(vid, 0) + V
+                labels[vid] = int(batch["label"][i])
+                clip_labels.append(int(batch["label"][i]))
+    failed_ids = {f["video_id"] for f in failures}
+    ids = [s.video_id for s in samples if s.video_id in labels and s.video_id not in failed_ids]
+    y = torch.tensor([labels[i] for i in ids], dtype=torch.long)
+    report: dict = {
+        "model": str(model_path), "data": str(data), "split": split, "classes": list(classes),
+        "views": {"clips_per_video": v.clips or "all", "crops": v.crops,
+                  "mean_views_per_video": (sum(video_views[i] for i in ids) / len(ids)) if ids else 0},
+        "num_videos": len(samples), "evaluated_videos": len(ids),
+        "failures": failures,
+    }
+    if not ids:
+        report["video"] = {"top1": math.nan, "mean_class_accuracy": math.nan}
+        report["note"] = "no video could be evaluated"
+    else:
+        per_video = {o: torch.stack([video_sum[o][i] / video_views[i] for i in ids]) for o in orders}
+        report["video"] = classification_report(per_video["original"], y, classes)
+        cl = torch.tensor(clip_labels, dtype=torch.long)
+        report["clip"] = {"num_clips": int(cl.numel()),
+                          "top1": topk_accuracy(torch.cat(clip_logits["original"]), cl, 1)}
+        if temporal_check:
+            tc = {o: {"top1": topk_accuracy(per_video[o], y, 1),
+                      "clip_top1": topk_accuracy(torch.cat(clip_logits[o]), cl, 1)} for o in orders}
+            tc["order_dependence"] = tc["original"]["top1"] - tc["shuffled"]["top1"]
+            tc["shuffle_permutation"] = shuffle.tolist()
+            report["temporal_check"] = tc
+        report["predictions"] = [
+            {"video_id": i, "label": classes[labels[i]], "predicted": classes[int(per_video["original"][j].argmax())]}
+            for j, i in enumerate(ids)]
+    if out is not None:
+        write_report(report, Path(out))
+    return report
+
+
+def write_report(report: dict, out: Path) -> None:
+    out.mkdir(parents=True, exist_ok=True)
+    (out / "report.json").write_text(json.dumps(report, indent=2))
+    if "confusion_matrix" not in report.get("video", {}):
+        return
+    classes, cm = report["classes"], report["video"]["confusion_matrix"]
+    with open(out / "confusion.csv", "w", newline="") as f:
+        w = csv.writer(f)
+        w.writerow(["true \\ predicted", *classes])
+        for name, row in zip(classes, cm):
+            w.writerow([name, *row])
+    with open(out / "predictions.csv", "w", newline="") as f:
+        w = csv.DictWriter(f, fieldnames=["video_id", "label", "predicted"])
+        w.writeheader()
+        w.writerows(report["predictions"])
+    from actionbert.plots import plot_confusion
+
+    plot_confusion(torch.tensor(cm).numpy(), classes, out / "confusion.png",
+                   title=f"{Path(report['model']).name}: video top-1 {report['video']['top1']:.1f}%")
