@@ -4,7 +4,10 @@ Kalfaoglu, Kalkan, Alatan, "Late Temporal Modeling in 3D CNN Architectures with 
 ECCV Workshops 2020 (arXiv 2008.01232).
 """
 
+from actionbert.checkpoint import from_pretrained
 from actionbert.models import ModelConfig, VideoClassifier, build_model, list_models
+from actionbert.weights import load_weights
 
 __version__ = "0.1.0"
-__all__ = ["ModelConfig", "VideoClassifier", "build_model", "list_models", "__version__"]
+__all__ = ["ModelConfig", "VideoClassifier", "build_model", "from_pretrained", "list_models", "load_weights",
+           "__version__"]

@@ -30,13 +30,18 @@ class CheckpointError(RuntimeError):
     """A checkpoint or model folder that cannot be read safely or does not fit."""
 
 
-def atomic_write(path: str | Path, write) -> Path:
-    """Call `write(tmp_path)` then rename into place, so a crash never leaves a half-written file."""
+def atomic_write(path: str | Path, write, *, suffix: str = ".tmp") -> Path:
+    """Call `write(tmp_path)` then rename into place, so a crash never leaves a half-written file.
+
+    `suffix` ends the temporary name (some writers insist on an extension, e.g. `.pt2`). The file gets the
+    usual permissions (0666 minus the umask), not mkstemp's owner-only 0600.
+    """
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=suffix, dir=path.parent)
     os.close(fd)
     try:
+        os.chmod(tmp, 0o666 & ~_umask())
         write(tmp)
         with open(tmp, "rb") as f:
             os.fsync(f.fileno())
@@ -45,6 +50,12 @@ def atomic_write(path: str | Path, write) -> Path:
         Path(tmp).unlink(missing_ok=True)
         raise
     return path
+
+
+def _umask() -> int:
+    mask = os.umask(0)
+    os.umask(mask)
+    return mask
 
 
 def save_checkpoint(path: str | Path, state: dict[str, Any]) -> Path:
@@ -60,12 +71,26 @@ def load_checkpoint(path: str | Path, *, map_location: str | torch.device = "cpu
     try:
         return torch.load(path, map_location=map_location, weights_only=True)
     except pickle.UnpicklingError as e:
-        raise CheckpointError(
-            f"{path}: refused to load: the file contains pickled objects that are not plain tensors/values "
-            f"(a checkpoint from an untrusted source can run code when unpickled). Details: {str(e).splitlines()[0]}"
-        ) from None
-    except (RuntimeError, EOFError, ValueError) as e:
-        raise CheckpointError(f"{path}: not a readable PyTorch checkpoint ({str(e).splitlines()[0]})") from None
+        detail = _unpickling_detail(e)
+        if "GLOBAL" in detail:
+            raise CheckpointError(
+                f"{path}: refused to load: unpickling it would import and call Python code ({detail}). A "
+                "checkpoint from an untrusted source can run arbitrary code this way; only tensors and plain "
+                "values are accepted (nothing from this file was executed)."
+            ) from None
+        raise CheckpointError(f"{path}: refused to load: not a checkpoint of plain tensors/values ({detail})") from None
+    except (RuntimeError, EOFError, ValueError, OSError) as e:
+        first = (str(e).strip().splitlines() or [""])[0]
+        raise CheckpointError(f"{path}: not a readable PyTorch checkpoint ({first or type(e).__name__})") from None
+
+
+def _unpickling_detail(error: Exception) -> str:
+    """The informative line of torch's weights-only error (its first line is a generic preamble)."""
+    lines = [line.strip() for line in str(error).splitlines() if line.strip()]
+    for line in lines:
+        if "GLOBAL" in line or line.startswith("Unsupported"):
+            return line
+    return lines[0] if lines else type(error).__name__
 
 
 # --------------------------------------------------------------------------------------- model folders
@@ -116,9 +141,20 @@ def from_pretrained(folder: str | Path, *, map_location: str | torch.device = "c
     except json.JSONDecodeError as e:
         raise CheckpointError(f"{cfg_path}: invalid JSON ({e})") from None
     model = VideoClassifier(read_model_config(info, where=str(cfg_path)))
-    state = load_file(weights, device=str(map_location))
+    state = load_safetensors(weights, map_location=map_location)
     load_exact(model, state, where=str(weights))
     return model.eval(), info
+
+
+def load_safetensors(path: str | Path, *, map_location: str | torch.device = "cpu") -> dict[str, torch.Tensor]:
+    """Read a `.safetensors` file (a format that cannot hold code) with errors that name the file."""
+    path = Path(path)
+    if not path.is_file():
+        raise CheckpointError(f"{path}: no such weights file")
+    try:
+        return load_file(path, device=str(map_location))
+    except Exception as e:  # safetensors raises its own error type for malformed headers and truncated data
+        raise CheckpointError(f"{path}: not a readable safetensors file ({e})") from None
 
 
 def load_exact(model: torch.nn.Module, state: dict[str, torch.Tensor], *, where: str) -> None:

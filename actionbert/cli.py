@@ -126,10 +126,394 @@ def _progress_hooks(*, quiet: bool):
     return TrainHooks(on_epoch_start=start, on_step=step, on_epoch_end=end, on_failure=failure)
 
 
+# ---------------------------------------------------------------------------------------------- clips
+def _args_clips(p: argparse.ArgumentParser) -> None:
+    p.add_argument("videos", nargs="*", metavar="VIDEO", help="long videos to cut (for --method csv: optional, "
+                                                              "videos the cut list names by file name)")
+    p.add_argument("--out", required=True, help="output folder for the clips and clips.csv")
+    p.add_argument("--method", choices=["scenes", "fixed", "csv"], default="scenes",
+                   help="scene changes (PySceneDetect content detector), fixed windows, or a cut list")
+    p.add_argument("--threshold", type=float, default=27.0, help="scenes: detector threshold (lower cuts more)")
+    p.add_argument("--min-scene-len", type=int, default=15, help="scenes: fewest frames between two cuts")
+    p.add_argument("--length", type=float, default=2.0, help="fixed: window length in seconds")
+    p.add_argument("--stride", type=float, help="fixed: seconds between window starts (default: --length)")
+    p.add_argument("--keep-last", action="store_true", help="fixed: also keep the last, shorter window")
+    p.add_argument("--csv", dest="csv_file", help="csv: cut list with rows video,start,end[,label] "
+                                                  "(seconds or HH:MM:SS.fff)")
+    p.add_argument("--min-duration", type=float, default=0.0, help="drop clips shorter than this (seconds)")
+    p.add_argument("--reencode", action="store_true", help="always re-encode (no stream copy)")
+    p.add_argument("--quiet", action="store_true", help="no progress bar")
+
+
+def _run_clips(args: argparse.Namespace) -> int:
+    from actionbert.data.clips import ClipSpecError, cut_clips
+
+    if args.method != "csv" and not args.videos:
+        print("error: give at least one VIDEO to cut", file=sys.stderr)
+        return 2
+    progress, close = _data_progress(args.quiet)
+    try:
+        report = cut_clips(args.videos, args.out, method=args.method, threshold=args.threshold,
+                           min_scene_len=args.min_scene_len, min_duration=args.min_duration, length=args.length,
+                           stride=args.stride, keep_last=args.keep_last, csv_file=args.csv_file,
+                           copy=not args.reencode, progress=progress)
+    except ClipSpecError as e:
+        close()
+        print(f"error: {e}", file=sys.stderr)
+        return 2
+    close()
+    copied = sum(c.mode == "copy" for c in report.clips)
+    print(f"{len(report.clips)} clip(s) written to {args.out} ({copied} stream-copied, "
+          f"{len(report.clips) - copied} re-encoded); list in {report.csv_path}")
+    for path, reason in report.problems:
+        print(f"warning: {path}: {reason}", file=sys.stderr)
+    return 0 if report.clips or not report.problems else 1
+
+
+# -------------------------------------------------------------------------------------------- prepare
+def _args_prepare(p: argparse.ArgumentParser) -> None:
+    p.add_argument("data", help="dataset folder (folder per class, UCF101, HMDB51) or list / CSV file")
+    p.add_argument("--out", required=True, help="output folder (classes.txt, train/val.csv, problems.csv)")
+    p.add_argument("--layout", default="auto",
+                   choices=["auto", "folder", "list", "frame_list", "ucf101", "hmdb51", "kinetics"],
+                   help="input layout (default: detected)")
+    p.add_argument("--root", help="folder that relative paths in list files start from (default: the list's)")
+    p.add_argument("--classes", help="class list file (one name per line, or classInd-style 'index name')")
+    p.add_argument("--train-list", help="your own split: list of the training videos")
+    p.add_argument("--val-list", help="your own split: list of the validation videos")
+    p.add_argument("--test-list", help="your own split: list of the test videos")
+    p.add_argument("--split", type=int, default=1, help="UCF101 / HMDB51 official split number (1-3)")
+    p.add_argument("--annotations", help="UCF101 / HMDB51: folder with the split files (default: DATA)")
+    p.add_argument("--val-fraction", type=float, default=0.2, help="share of each class for validation")
+    p.add_argument("--seed", type=int, default=0, help="seed of the train/val split")
+    p.add_argument("--min-frames", type=int, default=2, help="fewest decodable frames a usable video needs")
+    p.add_argument("--cache", action="store_true", help="also store decoded frames (short side 128) for fast "
+                                                        "training")
+    p.add_argument("--frames", action="store_true", help="also write img_%%05d.jpg frame folders (reference "
+                                                         "format)")
+    p.add_argument("--short-side", type=int, default=128, help="short side of cached / exported frames (px)")
+    p.add_argument("--workers", type=int, default=2, help="videos probed in parallel")
+    p.add_argument("--quiet", action="store_true", help="no progress bar")
+
+
+def _run_prepare(args: argparse.Namespace) -> int:
+    from actionbert.data.prepare import prepare_dataset
+
+    split_files = {k: v for k, v in (("train", args.train_list), ("val", args.val_list),
+                                     ("test", args.test_list)) if v}
+    progress, close = _data_progress(args.quiet)
+    try:
+        report = prepare_dataset(args.data, args.out, layout=args.layout, root=args.root, classes=args.classes,
+                                 split_files=split_files or None, split=args.split, annotations=args.annotations,
+                                 val_fraction=args.val_fraction, seed=args.seed, min_frames=args.min_frames,
+                                 cache=args.cache, frames=args.frames, cache_short_side=args.short_side,
+                                 workers=args.workers, progress=progress)
+    except (FileNotFoundError, ValueError) as e:
+        close()
+        print(f"error: {e}", file=sys.stderr)
+        return 2
+    close()
+    counts = ", ".join(f"{n} {s}" for s, n in report.counts.items() if n or s != "test")
+    print(f"{len(report.classes)} classes, {counts} videos ({report.layout} layout) -> {args.out}")
+    if report.cache_bytes:
+        print(f"cache: {report.cache_bytes / 2**20:,.1f} MiB in {args.out}/cache")
+    if report.problems:
+        kept = len(report.problems) - report.skipped
+        print(f"{report.skipped} file(s) skipped, {kept} kept with a caveat; see {args.out}/problems.csv:")
+        for p in report.problems[:10]:
+            print(f"  [{p.action}] {p.path}: {p.reason}")
+        if len(report.problems) > 10:
+            print(f"  ... and {len(report.problems) - 10} more")
+    if not report.counts["train"]:
+        print("error: no usable training video", file=sys.stderr)
+        return 1
+    return 0
+
+
+def _data_progress(quiet: bool):
+    """(callback(stage, done, total), close) drawing one tqdm bar per stage of clips / prepare."""
+    from tqdm import tqdm
+
+    state: dict = {}
+
+    def close():
+        bar = state.pop("bar", None)
+        if bar is not None:
+            bar.close()
+
+    def update(stage: str, done: int, total: int):
+        if quiet:
+            return
+        if state.get("stage") != stage:
+            close()
+            state["stage"] = stage
+            state["bar"] = tqdm(total=total, desc=stage, leave=False, dynamic_ncols=True)
+        bar = state["bar"]
+        bar.total = total
+        bar.update(done - bar.n)
+
+    return update, close
+
+
+# ----------------------------------------------------------------------------------------------- eval
+def _args_eval(p: argparse.ArgumentParser) -> None:
+    p.add_argument("model", help="training checkpoint (best.pt / last.pt) or actionbert model folder")
+    p.add_argument("--data", required=True, help="folder written by `actionbert prepare`")
+    p.add_argument("--split", default="val", help="split to evaluate (val, test, train)")
+    p.add_argument("--views", default="all",
+                   help="'all' (every test window x 10 crops, the paper) or CLIPSxCROPS, e.g. 1x1, 3x10")
+    p.add_argument("--temporal-check", action="store_true",
+                   help="also evaluate frame-reversed and frame-shuffled clips (order dependence)")
+    p.add_argument("--out", help="folder for report.json, confusion.csv/png, predictions.csv")
+    p.add_argument("--device", default="auto")
+    p.add_argument("--precision", default="fp32", choices=["fp32", "bf16", "fp16"])
+    p.add_argument("--batch-size", type=int, default=4)
+    p.add_argument("--workers", type=int, default=0)
+
+
+def _run_eval(args: argparse.Namespace) -> int:
+    from pathlib import Path
+
+    from tqdm import tqdm
+
+    from actionbert.evaluate import evaluate
+
+    out = args.out or str(Path(args.model).parent / f"eval_{args.split}")
+    bar = tqdm(total=0, unit="clip", desc="evaluating", leave=False, dynamic_ncols=True)
+
+    def on_batch(done, total):
+        bar.total = total
+        bar.n = done
+        bar.refresh()
+
+    report = evaluate(args.model, data=args.data, split=args.split, views=args.views,
+                      temporal_check=args.temporal_check, out=out, device=args.device, precision=args.precision,
+                      batch_size=args.batch_size, workers=args.workers, on_batch=on_batch,
+                      on_failure=lambda vid, reason: tqdm.write(f"warning: skipped {vid}: {reason}"))
+    bar.close()
+    v = report["video"]
+    print(f"{report['evaluated_videos']}/{report['num_videos']} videos, views {report['views']}")
+    if "clip" in report:
+        print(f"clip top-1 {report['clip']['top1']:.2f}%   video top-1 {v['top1']:.2f}%   "
+              f"top-{v['top5_k']} {v['top5']:.2f}%   mean class accuracy {v['mean_class_accuracy']:.2f}%")
+    tc = report.get("temporal_check")
+    if tc:
+        print(f"temporal check: original {tc['original']['top1']:.2f}%  reversed {tc['reversed']['top1']:.2f}%  "
+              f"shuffled {tc['shuffled']['top1']:.2f}%  order dependence {tc['order_dependence']:+.2f} points")
+    if report["failures"]:
+        print(f"{len(report['failures'])} video(s) failed to decode (listed in report.json)")
+    print(f"report: {out}/report.json")
+    return 0
+
+
+# -------------------------------------------------------------------------------------------- predict
+def _args_predict(p: argparse.ArgumentParser) -> None:
+    p.add_argument("model", help="training checkpoint or actionbert model folder")
+    p.add_argument("videos", nargs="+", help="video files (or frame folders)")
+    p.add_argument("--topk", type=int, default=5)
+    p.add_argument("--hop", type=int, help="frames between sliding windows (default: one clip span)")
+    fmt = p.add_mutually_exclusive_group()
+    fmt.add_argument("--json", action="store_true", help="print JSON")
+    fmt.add_argument("--csv", action="store_true", help="print the timeline as CSV")
+    p.add_argument("--plot", help="folder for one timeline PNG per video")
+    p.add_argument("--device", default="auto")
+    p.add_argument("--precision", default="fp32", choices=["fp32", "bf16", "fp16"])
+    p.add_argument("--batch-size", type=int, default=4)
+
+
+def _run_predict(args: argparse.Namespace) -> int:
+    import csv
+    import json
+    from pathlib import Path
+
+    from actionbert.checkpoint import load_model
+    from actionbert.predict import Predictor, predict_videos
+    from actionbert.runtime import select_device
+
+    device = select_device(args.device)
+    model, info = load_model(args.model)
+    predictor = Predictor(model, info, device=device, precision=args.precision, hop=args.hop,
+                          batch_size=args.batch_size)
+    writer = None
+    if args.csv:
+        writer = csv.writer(sys.stdout)
+        writer.writerow(["video", "start", "end", "label", "score"])
+
+    def show(p):
+        if args.plot and p.segments:
+            from actionbert.plots import plot_timeline
+
+            plot_timeline(p.segments, Path(args.plot) / f"{Path(p.video).stem}_timeline.png", title=Path(p.video).name)
+        if args.json:
+            return
+        if writer is not None:
+            for s in p.segments:
+                writer.writerow([p.video, s["start"], s["end"], s["label"], s["score"]])
+            return
+        if p.error:
+            print(f"{p.video}: ERROR {p.error}", file=sys.stderr)
+        if p.topk:
+            print(f"{p.video}: " + ", ".join(f"{lab} {prob:.3f}" for lab, prob in p.topk))
+            if len(p.segments) > 1:
+                for s in p.segments:
+                    print(f"    {s['start']:8.2f}-{s['end']:8.2f}s  {s['label']}  {s['score']:.3f}")
+
+    results = predict_videos(predictor, args.videos, topk=args.topk, on_done=show)
+    if args.json:
+        print(json.dumps([r.to_dict() for r in results], indent=2))
+    return 1 if all(r.error and not r.topk for r in results) else 0
+
+
+# --------------------------------------------------------------------------------------------- ablate
+def _args_ablate(p: argparse.ArgumentParser) -> None:
+    p.add_argument("config", help="base YAML config")
+    p.add_argument("--grid", action="append", default=[], metavar="KEY=V1,V2",
+                   help="values to cross, e.g. --grid head=tgap,bert --grid reduction=frmb,frab")
+    p.add_argument("--seeds", type=int, default=3, help="seeds per grid point")
+    p.add_argument("--set", dest="overrides", action="append", default=[], metavar="SECTION.KEY=VALUE")
+    p.add_argument("--out", help="folder for the runs and ablation.md/csv (default: <train.out>/ablation)")
+    p.add_argument("--views", default="all", help="evaluation views of each best checkpoint (see eval)")
+    p.add_argument("--temporal-check", action="store_true")
+    p.add_argument("--quiet", action="store_true")
+
+
+def _run_ablate(args: argparse.Namespace) -> int:
+    from pathlib import Path
+
+    from actionbert.ablate import markdown_table, parse_grid, run_ablation, table_rows
+    from actionbert.config import load_config
+    from actionbert.evaluate import evaluate
+    from actionbert.train import train
+
+    base = load_config(args.config, args.overrides)
+    grid = parse_grid(args.grid)
+    out = Path(args.out or Path(base.train.out) / "ablation")
+    hooks = _progress_hooks(quiet=args.quiet)
+
+    def eval_fn(run_dir, cfg):
+        r = evaluate(run_dir / "best.pt", data=cfg.data.root, split=cfg.data.val_split, views=args.views,
+                     temporal_check=args.temporal_check, out=run_dir / "eval")
+        res = {"top1": r["video"]["top1"]}
+        if args.temporal_check:
+            res["shuffled_top1"] = r["temporal_check"]["shuffled"]["top1"]
+        return res
+
+    rows = run_ablation(base, grid, seeds=args.seeds, out=out, train_fn=lambda cfg: train(cfg, hooks=hooks),
+                        eval_fn=eval_fn, on_run=lambda name, seed, r: print(f"{name} seed {seed}: {r}"))
+    print(markdown_table(table_rows(rows)))
+    print(f"written: {out}/ablation.md, {out}/ablation.csv")
+    return 0
+
+
+# ----------------------------------------------------------------------------------------------- demo
+def _args_demo(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--out", default="runs/demo")
+    p.add_argument("--seeds", type=int, default=None)
+    p.add_argument("--epochs", type=int, default=None)
+    p.add_argument("--videos-per-class", type=int, default=None)
+    p.add_argument("--quiet", action="store_true")
+
+
+def _run_demo(args: argparse.Namespace) -> int:
+    import dataclasses
+    import time
+
+    from actionbert.demo import DemoConfig, run_demo
+
+    demo = DemoConfig(out=args.out)
+    for name in ("seeds", "epochs", "videos_per_class"):
+        if getattr(args, name) is not None:
+            demo = dataclasses.replace(demo, **{name: getattr(args, name)})
+    t0 = time.perf_counter()
+    report = run_demo(demo, log=lambda s: print(s, flush=True), train_hooks=_progress_hooks(quiet=True))
+    text = report.read_text()
+    start = text.find("## Ablation")
+    print(text[start:text.find("## What this shows")].strip())
+    print(f"\nreport: {report}  ({(time.perf_counter() - t0) / 60:.1f} min)")
+    return 0
+
+
+# -------------------------------------------------------------------------------------------- convert
+def _args_convert(p: argparse.ArgumentParser) -> None:
+    p.add_argument("path", help="weights file (.pth / .pth.tar / .pt / .safetensors) or actionbert model folder")
+    p.add_argument("--source", required=True, choices=["torchvision", "ig65m", "hara", "reference", "actionbert"],
+                   help="format of PATH (torchvision/ig65m/hara hold a backbone only)")
+    p.add_argument("--out", required=True, help="actionbert model folder to write (model.safetensors + config.json)")
+    p.add_argument("--backbone", help="e.g. r2plus1d_34, resnext101_3d (reference: from its `arch`, else the "
+                                      "full-size backbone of its key layout)")
+    p.add_argument("--head", choices=["tgap", "bert"], help="reference: from the keys (bert.* -> bert)")
+    p.add_argument("--reduction", choices=["frab", "frmb"], help="ResNeXt only; reference: from the keys")
+    p.add_argument("--clip-len", type=int, help="frames per clip; reference BERT: from the positional table")
+    p.add_argument("--num-classes", type=int, help="reference: from fc_action")
+    p.add_argument("--classes", help="text file with one class name per line (sets the class count)")
+    p.add_argument("--input-size", type=int, help="crop side in pixels (default 112)")
+
+
+def _run_convert(args: argparse.Namespace) -> int:
+    import json
+    from pathlib import Path
+
+    from actionbert.checkpoint import CheckpointError
+    from actionbert.weights import convert_weights
+
+    classes = None
+    if args.classes:
+        classes = [line.strip() for line in Path(args.classes).read_text().splitlines() if line.strip()]
+    try:
+        folder, report = convert_weights(args.path, args.out, source=args.source, backbone=args.backbone,
+                                         head=args.head, reduction=args.reduction, clip_len=args.clip_len,
+                                         num_classes=args.num_classes, classes=classes, input_size=args.input_size)
+    except (CheckpointError, ValueError) as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 1
+    print(report.summary())
+    cfg = json.loads((folder / "config.json").read_text())
+    m = cfg["model"]
+    print(f"wrote {folder}: {m['backbone']} + {m['head']}"
+          f"{' + ' + m['reduction'] if m['reduction'] else ''}, {m['num_classes']} classes, "
+          f"clip {cfg['clip_len']} x {cfg['input_size']}px, norm {cfg['norm']}")
+    return 0
+
+
+# --------------------------------------------------------------------------------------------- export
+def _args_export(p: argparse.ArgumentParser) -> None:
+    p.add_argument("model", help="training checkpoint (best.pt / last.pt) or actionbert model folder")
+    p.add_argument("--format", required=True, choices=["onnx", "torchscript", "torch-export"])
+    p.add_argument("--out", required=True, help="file to write (suggested: .onnx, .ts, .pt2)")
+    p.add_argument("--batch", type=int, default=2,
+                   help="batch of the traced example; the check runs this and batch + 1 (the batch axis is dynamic)")
+
+
+def _run_export(args: argparse.Namespace) -> int:
+    from actionbert.checkpoint import CheckpointError, load_model
+    from actionbert.export import TOLERANCE, ExportCheckError, export_model
+
+    try:
+        model, info = load_model(args.model)
+        result = export_model(model, args.out, format=args.format, clip_len=info.get("clip_len"),
+                              input_size=info.get("input_size"), batch=args.batch)
+    except (CheckpointError, ExportCheckError, ValueError) as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 1
+    c, t, h, w = result.clip_shape
+    print(f"exported {args.format} to {result.path}: input (B, {c}, {t}, {h}, {w}), dynamic B")
+    print(f"max abs difference vs eager PyTorch (B in {result.batches}): {result.max_abs_diff:.3g} "
+          f"(tolerance {TOLERANCE:g}): ok")
+    return 0
+
+
 # --------------------------------------------------------------------------------------------- main
 COMMANDS = {
+    "clips": (_args_clips, _run_clips, "cut long videos into clips by scene change, fixed windows or a cut list"),
+    "prepare": (_args_prepare, _run_prepare, "index, check and split a video dataset (optionally cache its frames)"),
     "models": (_args_models, _run_models, "list backbones, heads and reduction blocks with their sizes"),
     "train": (_args_train, _run_train, "train a model from a YAML config (also under torchrun for DDP)"),
+    "eval": (_args_eval, _run_eval, "evaluate a checkpoint with the paper's protocol (windows x crops)"),
+    "predict": (_args_predict, _run_predict, "top-k labels and a sliding-window timeline for new videos"),
+    "ablate": (_args_ablate, _run_ablate, "train a grid of configs over seeds and tabulate top-1"),
+    "demo": (_args_demo, _run_demo, "the whole workflow on built-in synthetic data: TGAP vs BERT"),
+    "convert": (_args_convert, _run_convert, "write pretrained weights of any supported format as a model folder"),
+    "export": (_args_export, _run_export, "export to ONNX / TorchScript / torch.export, checked against PyTorch"),
 }
 
 

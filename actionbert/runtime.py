@@ -1,6 +1,6 @@
 """Run-time environment: device choice, torch.distributed (torchrun / DDP), seeding and RNG state capture.
 
-Devices are chosen at run time ("auto" = CUDA when present, else CPU); nothing in actionbert calls `.cuda()`.
+Devices are chosen at run time ("auto" = CUDA when present, else CPU); no module moves tensors with a hard-coded CUDA call.
 Several processes (GPUs or machines) are started with `torchrun`, which sets RANK / WORLD_SIZE / LOCAL_RANK; the
 backend is NCCL on CUDA and gloo on the CPU.
 """

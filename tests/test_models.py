@@ -151,8 +151,8 @@ def test_reduction_block_initialisation():
     model = build_model(backbone="resnext_tiny", head="bert", num_classes=K, clip_len=16, reduction="frab")
     bns = [m for m in model.reduction.modules() if isinstance(m, torch.nn.BatchNorm3d)]
     assert all(torch.equal(m.weight, torch.ones_like(m.weight)) and not m.bias.any() for m in bns)
-    w = model.reduction.conv1.weight  # kaiming normal, fan_out: std = sqrt(2 / fan_out)
-    assert w.std().item() == pytest.approx(math.sqrt(2 / w.shape[0]), rel=0.1)
+    w = model.reduction.conv1.weight  # kaiming normal, fan_in as in the reference: std = sqrt(2 / fan_in)
+    assert w.std().item() == pytest.approx(math.sqrt(2 / w.shape[1]), rel=0.1)
 
 
 def test_reduction_needs_resnext():

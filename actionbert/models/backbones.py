@@ -104,11 +104,11 @@ def projection_shortcut(inplanes: int, outplanes: int, stride: int | tuple[int, 
     )
 
 
-def init_conv_bn(module: nn.Module) -> None:
-    """Kaiming-normal (fan_out, ReLU) convolutions, BatchNorm weight 1 and bias 0 (torchvision's and Hara's)."""
+def init_conv_bn(module: nn.Module, *, mode: str = "fan_out") -> None:
+    """Kaiming-normal convolutions (ReLU gain; fan_out as torchvision and Hara), BatchNorm weight 1, bias 0."""
     for m in module.modules():
         if isinstance(m, nn.Conv3d):
-            nn.init.kaiming_normal_(m.weight, mode="fan_out", nonlinearity="relu")
+            nn.init.kaiming_normal_(m.weight, mode=mode, nonlinearity="relu")
             if m.bias is not None:
                 nn.init.zeros_(m.bias)
         elif isinstance(m, nn.BatchNorm3d):

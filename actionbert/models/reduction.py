@@ -22,7 +22,7 @@ def reduction_block(in_channels: int, out_channels: int, *, cardinality: int) ->
     planes = out_channels // ResNeXtBottleneck.expansion
     block = ResNeXtBottleneck(in_channels, planes, cardinality=cardinality, stride=1,
                               downsample=projection_shortcut(in_channels, out_channels, 1))
-    init_conv_bn(block)
+    init_conv_bn(block, mode="fan_in")  # the reference re-initialises this block with kaiming_normal_ defaults
     return block
 
 

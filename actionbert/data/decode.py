@@ -1,0 +1,630 @@
+"""Video decoding with PyAV: probing, frame-accurate reads by index, and streaming.
+
+Every other module gets pixels through this one. Conventions (see docs/VIDEO_QUIRKS.md for why):
+
+- Frames are indexed 0, 1, 2, ... in *decoded order* (the order the decoder outputs them, which is display
+  order). Timestamps and header frame counts are never trusted for indexing: files lie about their length,
+  rates vary, and AVI files with B-frames carry scrambled timestamps.
+- `probe` counts frames by decoding every one of them (without colour conversion), once, in `prepare`.
+- Rotation stored as display-matrix metadata is applied to the pixels, so a portrait phone clip comes out
+  upright. `VideoInfo.rotation` is the clockwise turn that was applied (0, 90, 180 or 270); width and height
+  are those of the returned, upright frames.
+- Only the frames that are kept are converted, and conversion and resizing happen in one swscale call
+  (`rgb24` at the target size), with one persistent scaler per read.
+- Audio and other streams are never decoded.
+- A decoder error part-way through a file ends decoding there: the frames before it are the usable part
+  (`VideoInfo.decode_error` says what happened), so a truncated file still yields its good frames.
+- A directory of images (the reference's `img_00001.jpg, img_00002.jpg, ...` frame folders) is read like a
+  video: frames sorted by file name, fps unknown (0.0).
+
+Random access: a read of consecutive frames costs one seek to the nearest keyframe at or before the first
+wanted frame, then sequential decoding, during which the decoder skips the non-reference frames shown before
+the first wanted one. This uses the packets' timestamps to name frames, so it is only done when that is
+exact: the packets must carry unique timestamps, their number must equal the decoded frame count (known from
+`probe` in this process or passed as `num_frames`), the format must not be one with unreliable timestamps
+(AVI, GIF), and every delivered frame must carry the timestamp expected at its index. Otherwise the read
+decodes from the first frame and counts, which is always correct.
+"""
+
+from __future__ import annotations
+
+import bisect
+import os
+import re
+import threading
+from collections import OrderedDict
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Iterator, Sequence
+
+import av
+import av.error
+import numpy as np
+import torch
+from av.video.reformatter import VideoReformatter
+
+#: File extensions `prepare` treats as videos when it scans folders (anything else is reported, not read).
+VIDEO_EXTENSIONS = (".mp4", ".avi", ".mkv", ".webm", ".mov", ".m4v", ".mpg", ".mpeg", ".wmv", ".flv", ".3gp",
+                    ".gif", ".ogv", ".ts", ".mts", ".vob", ".asf")
+#: Image extensions accepted inside frame folders.
+IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".bmp", ".webp")
+#: Container formats whose timestamps cannot map to frame indices: always decoded from the first frame.
+_NO_SEEK_FORMATS = ("avi", "gif", "mjpeg", "image2")
+#: Demuxers that open still images or text, not videos.
+_NOT_VIDEO_FORMATS = ("image2", "tty", "srt", "ass", "webvtt")
+
+
+#: Kinds of decoding failure (`VideoDecodeError.kind`), as `prepare` reports them in problems.csv.
+ERROR_KINDS = {
+    "missing": "the path does not exist",
+    "unreadable": "the path exists but cannot be read",
+    "empty": "zero-byte file",
+    "not_video": "not a video (text, still image, unknown format)",
+    "audio_only": "a media file without a video stream",
+    "corrupt": "a video FFmpeg cannot open or decode",
+    "short_read": "fewer frames decode than requested",
+}
+
+
+class VideoDecodeError(Exception):
+    """A video (or frame folder) cannot be opened or decoded.
+
+    Attributes:
+        path: the file.
+        problem: what went wrong, in words.
+        kind: a key of `ERROR_KINDS`.
+    """
+
+    def __init__(self, path: str | os.PathLike, problem: str, kind: str = "corrupt"):
+        self.path = str(path)
+        self.problem = problem
+        self.kind = kind
+        super().__init__(f"{self.path}: {problem}")
+
+    def __reduce__(self):  # keep path, problem and kind when sent between DataLoader worker processes
+        return type(self), (self.path, self.problem, self.kind)
+
+
+@dataclass(frozen=True)
+class VideoInfo:
+    """What `probe` learned by decoding a whole video.
+
+    Attributes:
+        path: the file (or frame folder) as given.
+        num_frames: frames that decode, counted by decoding (never from the header).
+        fps: measured frame rate, frames per second (frame count over the decoded timestamp span; the
+            container's average rate when timestamps are unusable; 0.0 for frame folders).
+        width: width of the returned frames in pixels (after rotation).
+        height: height of the returned frames in pixels (after rotation).
+        rotation: clockwise degrees applied to the stored pixels to make them upright (0, 90, 180, 270).
+        codec: decoder name, e.g. "h264", "mpeg4", "gif"; "images" for frame folders.
+        container: demuxer name, e.g. "mov,mp4,m4a,3gp,3g2,mj2", "avi"; "folder" for frame folders.
+        header_frames: frame count the container claims, None when it claims nothing.
+        duration: seconds between the first and the last decoded frame plus one frame, None if unknown.
+        decode_error: decoder message if decoding stopped early with an error, else None.
+    """
+
+    path: str
+    num_frames: int
+    fps: float
+    width: int
+    height: int
+    rotation: int
+    codec: str
+    container: str
+    header_frames: int | None = None
+    duration: float | None = None
+    decode_error: str | None = None
+
+
+def short_side_size(height: int, width: int, short_side: int) -> tuple[int, int]:
+    """(height, width) after scaling so the shorter side is `short_side` pixels, aspect ratio kept."""
+    if height <= width:
+        return short_side, max(1, round(width * short_side / height))
+    return max(1, round(height * short_side / width)), short_side
+
+
+def is_frame_folder(path: str | os.PathLike) -> bool:
+    """True when `path` is a directory holding at least one image file."""
+    p = Path(path)
+    return p.is_dir() and bool(_image_files(p))
+
+
+# --------------------------------------------------------------------------------------------- probe
+def probe(path: str | os.PathLike) -> VideoInfo:
+    """Decode a whole video once (no colour conversion) and describe it.
+
+    Args:
+        path: a video file or a frame folder.
+
+    Returns:
+        The `VideoInfo`; `decode_error` is set when decoding stopped early but some frames decoded.
+
+    Raises:
+        VideoDecodeError: missing, unreadable, empty, not a video, no video stream, or no decodable frame.
+    """
+    if Path(path).is_dir():
+        return _probe_folder(Path(path))
+    scan = _scan(path)
+    return scan.info
+
+
+@dataclass(frozen=True)
+class FrameTable:
+    """Per-frame timing of a decoded video, for cutting by time.
+
+    Attributes:
+        times: presentation time of each decoded frame in seconds from the first frame (ascending).
+        keyframes: whether each decoded frame is a keyframe (a cut there can be stream-copied).
+        pts: raw timestamps of the decoded frames in display order (stream time base), or None when the
+            file's timestamps are missing, repeated, or unreliable (AVI, GIF).
+        time_base: seconds per timestamp unit.
+        info: the matching `VideoInfo`.
+    """
+
+    times: list[float]
+    keyframes: list[bool]
+    pts: list[int] | None
+    time_base: float
+    info: VideoInfo
+
+
+def frame_table(path: str | os.PathLike) -> FrameTable:
+    """Decode a whole video and return the time and keyframe flag of every decoded frame."""
+    scan = _scan(path)
+    return FrameTable(times=scan.times, keyframes=scan.keyframes, pts=scan.pts, time_base=scan.time_base,
+                      info=scan.info)
+
+
+@dataclass(frozen=True)
+class _Scan:
+    info: VideoInfo
+    times: list[float]
+    keyframes: list[bool]
+    pts: list[int] | None
+    time_base: float
+
+
+def _scan(path: str | os.PathLike) -> _Scan:
+    container, stream = _open(path)
+    with container:
+        count, rotation, keyframes, pts = 0, 0.0, [], []
+        error = None
+        try:
+            for frame in container.decode(stream):
+                if count == 0:
+                    rotation = frame.rotation or 0.0
+                keyframes.append(bool(frame.key_frame))
+                pts.append(frame.pts)
+                count += 1
+        except av.error.FFmpegError as e:  # a decoder error mid-stream: keep what decoded
+            error = f"decoder error after {count} frames ({_ffmpeg_message(e)})"
+        if count == 0:
+            raise VideoDecodeError(path, error or "no decodable video frame", "corrupt")
+        quarter_turns = _quarter_turns(rotation)
+        width, height = stream.codec_context.width, stream.codec_context.height
+        if quarter_turns % 2:
+            width, height = height, width
+        time_base = float(stream.time_base) if stream.time_base else 0.0
+        rate = float(stream.average_rate or stream.guessed_rate or 0.0)
+        times = _frame_times(pts, time_base, rate)
+        span = times[-1] - times[0] if times else 0.0
+        fps = (count - 1) / span if count > 1 and span > 0 else rate
+        duration = (span + 1.0 / fps) if fps > 0 else None
+        _DECODED_COUNTS.put(_file_key(path), count)
+        info = VideoInfo(
+            path=str(path),
+            num_frames=count,
+            fps=round(fps, 6),
+            width=width,
+            height=height,
+            rotation=(-quarter_turns * 90) % 360,
+            codec=stream.codec_context.name,
+            container=container.format.name,
+            header_frames=stream.frames or None,
+            duration=duration,
+            decode_error=error,
+        )
+        clean = (container.format.name not in _NO_SEEK_FORMATS and None not in pts and len(set(pts)) == len(pts)
+                 and pts == sorted(pts))
+        return _Scan(info=info, times=times, keyframes=keyframes, pts=pts if clean else None, time_base=time_base)
+
+
+def _frame_times(pts: list[int | None], time_base: float, rate: float) -> list[float]:
+    """Seconds from the first frame for each decoded frame; timestamps sorted into display order.
+
+    AVI files with B-frames report permuted timestamps, so the sorted set is assigned in decoded order.
+    Missing timestamps fall back to `index / rate`.
+    """
+    if time_base > 0 and all(p is not None for p in pts) and len(set(pts)) == len(pts):
+        ordered = sorted(pts)
+        return [(p - ordered[0]) * time_base for p in ordered]
+    step = 1.0 / rate if rate > 0 else 0.0
+    return [i * step for i in range(len(pts))]
+
+
+def _probe_folder(folder: Path) -> VideoInfo:
+    files = _image_files(folder)
+    if not files:
+        raise VideoDecodeError(folder, "frame folder holds no image files (" + ", ".join(IMAGE_EXTENSIONS) + ")",
+                               "not_video")
+    first = _load_image(files[0], None)
+    return VideoInfo(path=str(folder), num_frames=len(files), fps=0.0, width=first.shape[1], height=first.shape[0],
+                     rotation=0, codec="images", container="folder")
+
+
+# --------------------------------------------------------------------------------------------- read
+def read_frames(path: str | os.PathLike, indices: Sequence[int], *, size: tuple[int, int] | None = None,
+                num_frames: int | None = None, threads: int = 1) -> torch.Tensor:
+    """Decode the frames at `indices` (decoded order), in the order given.
+
+    Args:
+        path: a video file or a frame folder.
+        indices: 0-based frame indices; any order, duplicates allowed (circular padding repeats frames).
+        size: (height, width) of the returned frames in pixels, after rotation; None keeps the video's size.
+        num_frames: the decoded frame count if known (from `prepare`); it lets a read seek instead of
+            decoding from the first frame. Ignored for frame folders.
+        threads: decoder threads; 1 suits DataLoader workers (one worker per core).
+
+    Returns:
+        uint8 tensor (T, H, W, 3), RGB, T = len(indices).
+
+    Raises:
+        VideoDecodeError: the file cannot be decoded, or an index is beyond the frames that decode.
+    """
+    wanted = sorted(set(int(i) for i in indices))
+    if not wanted:
+        raise ValueError(f"{path}: no frame indices given")
+    if wanted[0] < 0:
+        raise VideoDecodeError(path, f"negative frame index {wanted[0]}", "short_read")
+    if Path(path).is_dir():
+        return _read_folder(Path(path), indices, size)
+    reader = _Reader(path, size=size, num_frames=num_frames, threads=threads)
+    got = dict(reader.frames(wanted[0], wanted[-1] + 1, keep=set(wanted)))
+    missing = [i for i in wanted if i not in got]
+    if missing:
+        decoded = f"only {reader.decoded} frames decode" + (f" ({reader.error})" if reader.error else "")
+        raise VideoDecodeError(path, f"frame {missing[0]} requested but {decoded}", "short_read")
+    return torch.from_numpy(np.stack([got[int(i)] for i in indices]))  # (T, H, W, 3)
+
+
+def iter_frames(path: str | os.PathLike, *, size: tuple[int, int] | None = None, start: int = 0,
+                stop: int | None = None, threads: int = 1) -> Iterator[torch.Tensor]:
+    """Stream frames `start, start + 1, ...` (decoded order) with memory bounded by one frame.
+
+    For hour-long videos (`predict`). The i-th yielded frame has index `start + i`. A decoder error part-way
+    through raises `VideoDecodeError` after the good frames before it have been yielded.
+
+    Args:
+        path: a video file or a frame folder.
+        size: (height, width) of the yielded frames, after rotation; None keeps the video's size.
+        start: first frame index.
+        stop: index after the last frame; None reads to the end.
+        threads: decoder threads (0 lets FFmpeg choose; streaming one long video benefits from more).
+
+    Yields:
+        uint8 tensors (H, W, 3), RGB.
+    """
+    if Path(path).is_dir():
+        for f in _image_files(Path(path))[start:stop]:
+            yield torch.from_numpy(_load_image(f, size))
+        return
+    reader = _Reader(path, size=size, num_frames=None, threads=threads)
+    for _, array in reader.frames(start, stop):
+        yield torch.from_numpy(array)
+    if reader.error:
+        raise VideoDecodeError(path, reader.error, "corrupt")
+
+
+class _MidStreamError(Exception):
+    """A decoder error part-way through a file."""
+
+
+class _SeekMismatch(Exception):
+    """A frame's timestamp did not match its expected index (the timestamp table cannot be used)."""
+
+
+class _Reader:
+    """One read of one video: indexed by timestamps when that is exact (see the module docstring), else
+    decoded from frame 0 and counted.
+
+    Attributes:
+        decoded: frames decoded in the last pass (index after the last one).
+        error: decoder message if the file ended with a decoder error before `stop`.
+    """
+
+    def __init__(self, path, *, size, num_frames, threads):
+        self.path = path
+        self.num_frames = num_frames
+        self.threads = threads
+        self.convert = _Converter(size)
+        self.decoded = 0
+        self.error: str | None = None
+        self._next = 0  # lowest index not delivered yet; a restarted pass skips what was delivered
+
+    def frames(self, first: int, stop: int | None,
+               keep: set[int] | None = None) -> Iterator[tuple[int, np.ndarray]]:
+        """Yield (index, upright RGB array) for frames first..stop-1 in order, only those in `keep` if given."""
+        self._next = first
+        table = _trusted_table(self.path, first, self.num_frames)
+        if table is not None:
+            try:
+                yield from self._pass(table, stop, keep)
+                return
+            except _SeekMismatch:
+                pass  # the timestamps did not match: decode from the first frame and count
+        yield from self._pass(None, stop, keep)
+
+    def _pass(self, table, stop, keep):
+        if stop is not None and stop <= self._next:
+            return
+        container, stream = _open(self.path, threads=self.threads)
+        with container:
+            if table is None:
+                pairs = enumerate(_frames(container, stream))
+            else:
+                pairs = _indexed_frames(container, stream, table, self._next)
+            index = self._next - 1 if table is not None else -1
+            try:
+                for index, frame in pairs:
+                    if index >= self._next and (keep is None or index in keep):
+                        yield index, self.convert(frame)
+                        self._next = index + 1
+                    if stop is not None and index + 1 >= stop:
+                        break  # before asking the decoder for more: a damaged tail is never touched
+            except _MidStreamError as e:
+                self.error = f"decoder error after {index + 1} frames ({e})"
+            self.decoded = index + 1
+
+
+def _frames(container, stream):
+    """Decoded frames in order; a decoder error becomes `_MidStreamError`."""
+    try:
+        yield from container.decode(stream)
+    except av.error.FFmpegError as e:
+        raise _MidStreamError(_ffmpeg_message(e)) from None
+
+
+def _indexed_frames(container, stream, table: "_PacketTable", first: int):
+    """(index, frame) from frame `first` on, indices from the timestamp table.
+
+    Seeks to the last keyframe at or before `first` (if that is not frame 0). Until the packets reach frame
+    `first`'s timestamp the decoder skips non-reference frames: they are not shown in the clip and no later
+    frame needs them, which saves about a quarter of the pre-roll decoding on typical H.264. Every frame from
+    `first` on must carry the timestamp of the next index, else `_SeekMismatch`.
+    """
+    target = table.pts[first]
+    start = table.key_ranks[bisect.bisect_right(table.key_ranks, first) - 1]
+    expected = first  # index the next delivered frame must have
+    try:
+        if start > 0:
+            container.seek(table.pts[start], stream=stream, backward=True, any_frame=False)
+        context = stream.codec_context
+        for packet in container.demux(stream):
+            context.skip_frame = "NONREF" if packet.pts is not None and packet.pts < target else "DEFAULT"
+            for frame in context.decode(packet):
+                index = table.rank.get(frame.pts)
+                if index is None:
+                    raise _SeekMismatch()
+                if index < first:
+                    continue
+                if index != expected:
+                    raise _SeekMismatch()
+                expected += 1
+                yield index, frame
+    except av.error.FFmpegError as e:
+        if expected == first:
+            raise _SeekMismatch() from None  # nothing delivered yet: let the counting pass decide
+        raise _MidStreamError(_ffmpeg_message(e)) from None
+    if expected == first:
+        raise _SeekMismatch()  # the file ended before frame `first`: let the counting pass decide
+
+
+@dataclass(frozen=True)
+class _PacketTable:
+    """Presentation timestamps of a file's video packets in display order, their ranks, keyframe ranks."""
+
+    pts: list[int]
+    rank: dict[int, int]
+    key_ranks: list[int]
+
+
+def _trusted_table(path, first: int, num_frames: int | None) -> _PacketTable | None:
+    """The timestamp table of `path` when it maps indices exactly and helps (first > 0), else None.
+
+    Trusted only when the packet count equals the decoded frame count (given, or known from `probe` in this
+    process) and the format's timestamps are usable; each read still checks every delivered frame.
+    """
+    if first == 0:
+        return None
+    key = _file_key(path)
+    known = num_frames if num_frames is not None else _DECODED_COUNTS.get(key)
+    if known is None:
+        return None
+    table = _PACKET_TABLES.get(key)
+    if table is None:
+        table = _packet_table(path)
+        _PACKET_TABLES.put(key, table or ())
+    if not table or len(table.pts) != known or not table.key_ranks or table.key_ranks[0] != 0:
+        return None
+    return table
+
+
+def _packet_table(path) -> _PacketTable | None:
+    """Read the video packets' timestamps and keyframe flags (demuxing only: a few milliseconds for a short
+    clip). None when the format's timestamps are unreliable, missing or repeated."""
+    container, stream = _open(path)
+    with container:
+        if container.format.name in _NO_SEEK_FORMATS:
+            return None
+        pts, keys = [], []
+        try:
+            for packet in container.demux(stream):
+                if packet.size == 0 or packet.is_discard:
+                    continue
+                if packet.pts is None:
+                    return None
+                pts.append(packet.pts)
+                if packet.is_keyframe:
+                    keys.append(packet.pts)
+        except av.error.FFmpegError:
+            return None
+    ordered = sorted(pts)
+    if len(set(ordered)) != len(ordered):
+        return None
+    rank = {p: i for i, p in enumerate(ordered)}
+    return _PacketTable(pts=ordered, rank=rank, key_ranks=sorted(rank[k] for k in keys))
+
+
+class _Converter:
+    """Turns decoded frames into upright RGB arrays at the target size with one reused swscale context."""
+
+    def __init__(self, size: tuple[int, int] | None):
+        self.size = size
+        self.reformatter = VideoReformatter()
+
+    def __call__(self, frame) -> np.ndarray:
+        turns = _quarter_turns(frame.rotation or 0.0)
+        width = height = None
+        if self.size is not None:
+            height, width = self.size
+            if turns % 2:
+                height, width = width, height
+        out = self.reformatter.reformat(frame, width=width, height=height, format="rgb24",
+                                        src_color_range=frame.color_range or None, threads=1,
+                                        interpolation="BILINEAR")
+        array = out.to_ndarray()  # (H, W, 3)
+        if turns:
+            array = np.ascontiguousarray(np.rot90(array, turns))
+        return array
+
+
+# --------------------------------------------------------------------------------------------- files
+def _open(path, threads: int = 1):
+    """Open `path` and pick its first video stream; every failure becomes a `VideoDecodeError`."""
+    p = Path(path)
+    try:
+        st = p.stat()
+    except FileNotFoundError:
+        broken = " (broken symbolic link)" if p.is_symlink() else ""
+        raise VideoDecodeError(path, "file not found" + broken, "missing") from None
+    except OSError as e:
+        raise VideoDecodeError(path, f"cannot read: {e.strerror or e}", "unreadable") from None
+    if p.is_dir():
+        raise VideoDecodeError(path, "a directory without image files, not a video", "not_video")
+    if st.st_size == 0:
+        raise VideoDecodeError(path, "zero-byte file", "empty")
+    if not os.access(p, os.R_OK):
+        raise VideoDecodeError(path, "cannot read: permission denied", "unreadable")
+    try:
+        container = av.open(str(p), mode="r")
+    except PermissionError:
+        raise VideoDecodeError(path, "cannot read: permission denied", "unreadable") from None
+    except av.error.FFmpegError as e:
+        if p.suffix.lower() in VIDEO_EXTENSIONS:
+            raise VideoDecodeError(path, f"corrupt or truncated video: FFmpeg cannot open it "
+                                         f"({_ffmpeg_message(e)})", "corrupt") from None
+        raise VideoDecodeError(path, f"not a video: FFmpeg cannot open it ({_ffmpeg_message(e)})",
+                               "not_video") from None
+    fmt = container.format.name
+    if fmt in _NOT_VIDEO_FORMATS or fmt.endswith("_pipe"):
+        container.close()
+        what = "a still image" if fmt == "image2" or fmt.endswith("_pipe") else "not a video"
+        raise VideoDecodeError(path, f"{what} (FFmpeg reads it as '{fmt}'), not a video", "not_video")
+    if not container.streams.video:
+        kinds = sorted({s.type for s in container.streams})
+        container.close()
+        if "audio" in kinds:
+            raise VideoDecodeError(path, "audio only: the file has no video stream", "audio_only")
+        listed = f" (streams: {', '.join(kinds)})" if kinds else ""
+        raise VideoDecodeError(path, "no video stream" + listed, "not_video")
+    stream = container.streams.video[0]
+    stream.codec_context.thread_count = threads
+    if threads != 1:
+        stream.codec_context.thread_type = "AUTO"
+    return container, stream
+
+
+def _image_files(folder: Path) -> list[Path]:
+    """Image files of a frame folder in frame order; only `img_*` files when the folder has any."""
+    try:
+        files = [f for f in folder.iterdir() if f.suffix.lower() in IMAGE_EXTENSIONS and f.is_file()]
+    except OSError:
+        return []
+    img = [f for f in files if f.name.startswith("img_")]
+    return sorted(img or files, key=lambda f: _natural_key(f.name))
+
+
+def _natural_key(name: str):
+    return [int(t) if t.isdigit() else t for t in re.split(r"(\d+)", name)]
+
+
+def _read_folder(folder: Path, indices: Sequence[int], size) -> torch.Tensor:
+    files = _image_files(folder)
+    if not files:
+        raise VideoDecodeError(folder, "frame folder holds no image files", "not_video")
+    loaded: dict[int, np.ndarray] = {}
+    for i in sorted(set(int(i) for i in indices)):
+        if i >= len(files):
+            raise VideoDecodeError(folder, f"frame {i} requested but the folder holds {len(files)} frames",
+                                   "short_read")
+        loaded[i] = _load_image(files[i], size)
+    return torch.from_numpy(np.stack([loaded[int(i)] for i in indices]))  # (T, H, W, 3)
+
+
+def _load_image(file: Path, size) -> np.ndarray:
+    from PIL import Image, UnidentifiedImageError
+
+    try:
+        with Image.open(file) as img:
+            img = img.convert("RGB")
+            if size is not None and (img.height, img.width) != tuple(size):
+                img = img.resize((size[1], size[0]), Image.BILINEAR)
+            return np.array(img)  # (H, W, 3), writable
+    except (OSError, UnidentifiedImageError) as e:
+        raise VideoDecodeError(file, f"cannot read image ({e})", "corrupt") from None
+
+
+def _quarter_turns(rotation: float) -> int:
+    """Counter-clockwise quarter turns (0..3) for a display-matrix angle (FFmpeg's convention)."""
+    return int(round(rotation / 90.0)) % 4
+
+
+def _ffmpeg_message(e: Exception) -> str:
+    text = getattr(e, "strerror", None) or str(e)
+    return str(text).strip() or type(e).__name__
+
+
+def _file_key(path) -> tuple:
+    try:
+        st = os.stat(path)
+        return (os.path.abspath(path), st.st_size, st.st_mtime_ns)
+    except OSError:
+        return (os.path.abspath(path), None, None)
+
+
+class _LRU:
+    """A small thread-safe least-recently-used map (per process; each DataLoader worker has its own)."""
+
+    def __init__(self, capacity: int):
+        self.capacity = capacity
+        self.items: OrderedDict = OrderedDict()
+        self.lock = threading.Lock()
+
+    def get(self, key):
+        with self.lock:
+            if key not in self.items:
+                return None
+            self.items.move_to_end(key)
+            return self.items[key]
+
+    def put(self, key, value) -> None:
+        with self.lock:
+            self.items[key] = value
+            self.items.move_to_end(key)
+            while len(self.items) > self.capacity:
+                self.items.popitem(last=False)
+
+
+_PACKET_TABLES = _LRU(512)
+_DECODED_COUNTS = _LRU(65536)

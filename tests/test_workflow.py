@@ -1,0 +1,209 @@
+"""Training, resume, evaluation, prediction and ablation on tiny synthetic videos the tests write themselves."""
+
+from __future__ import annotations
+
+import csv
+import dataclasses
+import json
+import shutil
+from pathlib import Path
+
+import pytest
+import torch
+
+from actionbert.ablate import parse_grid, run_ablation
+from actionbert.checkpoint import load_checkpoint, load_model
+from actionbert.config import DataConfig, ModelConfig, RunConfig, TrainConfig
+from actionbert.data import make_synthetic_dataset, prepare_dataset
+from actionbert.data.synthetic import write_video
+from actionbert.evaluate import Views, evaluate, select_windows
+from actionbert.predict import Predictor
+from actionbert.train import TrainHooks, train
+
+NUM_CLASSES = 4
+
+
+@pytest.fixture(scope="module")
+def prepared(tmp_path_factory) -> Path:
+    root = tmp_path_factory.mktemp("wf")
+    raw = make_synthetic_dataset(root / "videos", num_classes=NUM_CLASSES, videos_per_class=4, num_frames=20,
+                                 size=(48, 64), clip_len=16, seed=1)
+    prepare_dataset(raw, root / "prepared", val_fraction=0.25, seed=0, cache=True, cache_short_side=36)
+    return root / "prepared"
+
+
+def tiny_config(prepared: Path, out: Path, **train_kw) -> RunConfig:
+    return RunConfig(
+        model=ModelConfig(backbone="r2plus1d_tiny", head="bert", num_classes=0, clip_len=16, input_size=32),
+        data=DataConfig(root=str(prepared), resize=(36, 48), num_workers=0),
+        train=TrainConfig(out=str(out), **{"epochs": 2, "batch_size": 4, "lr": 1e-3, **train_kw}),
+    )
+
+
+def state_of(path: Path) -> dict[str, torch.Tensor]:
+    return load_checkpoint(path)["model_state"]
+
+
+def test_train_writes_a_complete_run_folder(prepared, tmp_path):
+    steps = []
+    result = train(tiny_config(prepared, tmp_path / "run"), hooks=TrainHooks(on_step=steps.append))
+    run = result.run_dir
+    for name in ("config.yaml", "classes.txt", "metrics.csv", "last.pt", "best.pt", "curves.png"):
+        assert (run / name).is_file(), name
+    assert list((run / "tensorboard").glob("events.out.tfevents.*"))
+    rows = list(csv.DictReader(open(run / "metrics.csv")))
+    assert [int(r["epoch"]) for r in rows] == [0, 1] and float(rows[0]["clips_per_s"]) > 0
+    ckpt = load_checkpoint(run / "last.pt")  # weights_only=True
+    assert {"model_state", "optimizer", "scheduler", "scaler", "rng", "config", "inference", "epoch"} <= set(ckpt)
+    assert ckpt["epoch"] == 1 and ckpt["config"]["model"]["num_classes"] == NUM_CLASSES
+    assert ckpt["inference"]["classes"] == (run / "classes.txt").read_text().split()
+    assert steps and steps[-1]["step"] == steps[-1]["steps"] == 3  # 12 training clips / batch 4
+    assert result.best_top1 == max(float(r["val_top1"]) for r in rows)
+
+
+def test_resume_after_a_kill_gives_the_same_weights(prepared, tmp_path):
+    cfg = tiny_config(prepared, tmp_path / "full", epochs=3)
+    train(cfg)
+
+    class Killed(Exception):
+        pass
+
+    def kill_after_epoch_1(row):
+        if row["epoch"] == 1:
+            raise Killed  # the process dies right after epoch 1's checkpoint was written
+
+    cut = dataclasses.replace(cfg, train=dataclasses.replace(cfg.train, out=str(tmp_path / "cut")))
+    with pytest.raises(Killed):
+        train(cut, hooks=TrainHooks(on_epoch_end=kill_after_epoch_1))
+    assert load_checkpoint(tmp_path / "cut" / "last.pt")["epoch"] == 1
+    train(cut, resume=True)
+    full, resumed = state_of(tmp_path / "full" / "last.pt"), state_of(tmp_path / "cut" / "last.pt")
+    assert full.keys() == resumed.keys()
+    assert all(torch.equal(full[k], resumed[k]) for k in full)
+    a = list(csv.DictReader(open(tmp_path / "full" / "metrics.csv")))
+    b = list(csv.DictReader(open(tmp_path / "cut" / "metrics.csv")))
+    assert [r["val_loss"] for r in a] == [r["val_loss"] for r in b]
+
+
+def test_resume_without_checkpoint_is_a_clear_error(prepared, tmp_path):
+    with pytest.raises(FileNotFoundError, match="nothing to resume"):
+        train(tiny_config(prepared, tmp_path / "none"), resume=True)
+
+
+def test_a_broken_video_is_reported_and_skipped_not_replaced(prepared, tmp_path):
+    data = tmp_path / "prepared"
+    shutil.copytree(prepared, data)
+    rows = list(csv.DictReader(open(data / "train.csv")))
+    victim = rows[0]
+    broken = tmp_path / "broken.mp4"
+    broken.write_bytes(b"\x00\x00\x00\x18ftypmp42" + b"garbage" * 50)  # truncated nonsense
+    for r in rows:
+        if r["video_id"] == victim["video_id"]:
+            r["path"] = str(broken)
+    with open(data / "train.csv", "w", newline="") as f:
+        w = csv.DictWriter(f, fieldnames=list(rows[0]))
+        w.writeheader()
+        w.writerows(rows)
+    shutil.rmtree(data / "cache")  # force decoding from the (now broken) file
+    failures, seen = [], []
+    result = train(tiny_config(data, tmp_path / "run", epochs=1),
+                   hooks=TrainHooks(on_failure=lambda vid, reason: failures.append((vid, reason)),
+                                    on_step=seen.append))
+    assert failures and failures[0][0] == victim["video_id"] and "broken.mp4" in failures[0][1]
+    assert result.failures == 1
+    metrics = list(csv.DictReader(open(tmp_path / "run" / "metrics.csv")))
+    assert metrics[0]["failures"] == "1"
+
+
+@pytest.fixture(scope="module")
+def trained(prepared, tmp_path_factory) -> Path:
+    out = tmp_path_factory.mktemp("trained") / "run"
+    train(tiny_config(prepared, out, epochs=1))
+    return out / "best.pt"
+
+
+def test_evaluate_report(prepared, trained, tmp_path):
+    report = evaluate(trained, data=prepared, split="val", temporal_check=True, out=tmp_path / "eval")
+    v = report["video"]
+    assert report["evaluated_videos"] == report["num_videos"] == 4
+    assert report["views"]["mean_views_per_video"] == 10  # 20 frames, 16-frame windows: 1 window x 10 crops
+    assert v["top5_k"] == NUM_CLASSES and v["top5"] == 100.0  # top-k clamped to the class count
+    cm = torch.tensor(v["confusion_matrix"])
+    assert cm.sum() == 4 and cm.trace() / 4 * 100 == pytest.approx(v["top1"])
+    tc = report["temporal_check"]
+    assert tc["order_dependence"] == pytest.approx(tc["original"]["top1"] - tc["shuffled"]["top1"])
+    assert sorted(tc["shuffle_permutation"]) == list(range(16))
+    for name in ("report.json", "confusion.csv", "confusion.png", "predictions.csv"):
+        assert (tmp_path / "eval" / name).is_file()
+    one = evaluate(trained, data=prepared, split="val", views="1x1")
+    assert one["views"]["mean_views_per_video"] == 1
+
+
+def test_evaluate_mean_of_raw_logits_matches_manual(prepared, trained):
+    """Video logits are the mean of raw logits over the 10 crops, checked against a direct computation."""
+    from actionbert.config import transform_resize
+    from actionbert.data import VideoClipDataset, load_split, ten_crop_transform
+
+    model, info = load_model(trained)
+    samples, classes = load_split(prepared, "val")
+    ds = VideoClipDataset(samples, clip_len=16, mode="test",
+                          transform=ten_crop_transform(resize=transform_resize(info["resize"], False),
+                                                       crop_size=32, norm=info["norm"]))
+    with torch.no_grad():
+        preds = [classes[int(model(ds[i]["video"]).mean(0).argmax())] for i in range(len(ds))]
+    report = evaluate(trained, data=prepared, split="val")
+    assert [p["predicted"] for p in report["predictions"]] == preds
+
+
+def test_views_parsing_and_window_selection():
+    assert Views.parse("all") == Views(0, 10) and Views.parse("3x1") == Views(3, 1)
+    with pytest.raises(ValueError, match="crops must be 1 or 10"):
+        Views.parse("2x5")
+    assert select_windows(5, 0) == [0, 1, 2, 3, 4] and select_windows(5, 1) == [2]
+    assert select_windows(5, 3) == [0, 2, 4] and select_windows(2, 5) == [0, 1]
+
+
+def _long_video(path: Path, frames: int) -> Path:
+    g = torch.Generator().manual_seed(0)
+    pixels = torch.randint(0, 255, (frames, 48, 64, 3), generator=g, dtype=torch.uint8).numpy()
+    write_video(path, pixels, fps=10)
+    return path
+
+
+def test_predict_timeline_short_video_and_broken_file(trained, tmp_path):
+    model, info = load_model(trained)
+    predictor = Predictor(model, info, hop=8)
+    long = predictor.predict(_long_video(tmp_path / "long.mp4", 60), topk=3)
+    assert long.error is None and long.num_frames == 60
+    starts = [s["start_frame"] for s in long.segments]
+    assert starts == [0, 8, 16, 24, 32, 40, 44]  # hop 8, plus one window flush with the end (60 - 16)
+    assert all(len(s["attention"]) == 2 for s in long.segments)  # T' = 16 / 8 tokens
+    assert long.segments[1]["start"] == pytest.approx(0.8) and long.segments[-1]["end"] == pytest.approx(6.0)
+    assert len(long.topk) == 3 and sum(p for _, p in long.topk) <= 1.0
+    short = predictor.predict(_long_video(tmp_path / "short.mp4", 5))
+    assert short.error is None and [s["start_frame"] for s in short.segments] == [0]  # circular padding
+    (tmp_path / "bad.mp4").write_bytes(b"not a video")
+    bad = predictor.predict(tmp_path / "bad.mp4")
+    assert bad.error and "bad.mp4" in bad.error and not bad.topk
+
+
+def test_predict_uses_checkpoint_settings(trained, tmp_path):
+    model, info = load_model(trained)
+    p = Predictor(model, info)
+    assert (p.clip_len, p.span, p.hop) == (16, 16, 16)
+    assert p.transform.crop_size == 32 and p.transform.resize == (36, 48) and p.transform.norm == "torchvision"
+
+
+def test_ablation_table(prepared, tmp_path):
+    base = tiny_config(prepared, tmp_path / "abl", epochs=1)
+    grid = parse_grid(["head=tgap,bert"])
+    assert grid == {"model.head": ["tgap", "bert"]}
+    rows = run_ablation(base, grid, seeds=2, out=tmp_path / "abl", train_fn=train)
+    assert [r.values["model.head"] for r in rows] == ["tgap", "bert"]
+    assert all(len(r.top1) == 2 and r.gflops > 0 for r in rows)
+    assert rows[1].params - rows[0].params > 0  # BERT adds parameters
+    table = (tmp_path / "abl" / "ablation.md").read_text()
+    assert "| head | top1_mean | top1_std |" in table
+    runs = list(csv.DictReader(open(tmp_path / "abl" / "runs.csv")))
+    assert len(runs) == 4 and {r["seed"] for r in runs} == {"0", "1"}
+    assert json.loads(json.dumps([r.top1 for r in rows]))
