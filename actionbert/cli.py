@@ -123,7 +123,8 @@ def _progress_hooks(*, quiet: bool):
         msg = f"warning: skipped {video_id}: {reason}"
         (tqdm.write(msg) if state.get("bar") is not None else print(msg, file=sys.stderr))
 
-    return TrainHooks(on_epoch_start=start, on_step=step, on_epoch_end=end, on_failure=failure)
+    return TrainHooks(on_epoch_start=start, on_step=step, on_epoch_end=end, on_failure=failure,
+                      on_message=lambda text: print(text, flush=True))
 
 
 # ---------------------------------------------------------------------------------------------- clips

@@ -46,6 +46,7 @@ class TrainHooks:
     on_step: Callable[[dict], None] = lambda info: None
     on_epoch_end: Callable[[dict], None] = lambda row: None
     on_failure: Callable[[str, str], None] = lambda video_id, reason: None
+    on_message: Callable[[str], None] = lambda text: None
 
 
 @dataclass
@@ -166,7 +167,9 @@ def _train(cfg: RunConfig, *, resume: bool, hooks: TrainHooks, device: torch.dev
     if t.pretrained and ckpt is None:
         from actionbert.weights import load_weights
 
-        load_weights(model, t.pretrained, source=t.pretrained_source or "actionbert")
+        report = load_weights(model, t.pretrained, source=t.pretrained_source or "actionbert")
+        if info.is_main:
+            hooks.on_message(report.summary())
     if t.deterministic_layers:
         disable_stochastic_layers(model)
     if t.sync_bn:

@@ -207,3 +207,59 @@ def test_ablation_table(prepared, tmp_path):
     runs = list(csv.DictReader(open(tmp_path / "abl" / "runs.csv")))
     assert len(runs) == 4 and {r["seed"] for r in runs} == {"0", "1"}
     assert json.loads(json.dumps([r.top1 for r in rows]))
+
+
+def test_fine_tune_from_pretrained_folder_with_other_classes(prepared, tmp_path):
+    from actionbert import build_model
+    from actionbert.checkpoint import inference_config, save_pretrained
+
+    source = build_model(backbone="r2plus1d_tiny", head="bert", num_classes=7, clip_len=16, input_size=32)
+    save_pretrained(source, tmp_path / "pre", info=inference_config(source, classes=[f"c{i}" for i in range(7)],
+                                                                    norm="torchvision"))
+    messages = []
+    cfg = tiny_config(prepared, tmp_path / "ft", epochs=1, pretrained=str(tmp_path / "pre"),
+                      pretrained_source="actionbert", lr=1e-12)
+    train(cfg, hooks=TrainHooks(on_message=messages.append))
+    assert messages and "skipped" in messages[0] and "fc." in messages[0]
+    tuned = state_of(tmp_path / "ft" / "last.pt")
+    # with a vanishing learning rate the backbone still holds the pretrained weights; the classifier is new
+    torch.testing.assert_close(tuned["backbone.stem.0.weight"], source.state_dict()["backbone.stem.0.weight"])
+    assert tuned["fc.weight"].shape == (NUM_CLASSES, 128)
+
+
+@pytest.mark.slow
+def test_cli_walks_the_whole_workflow(tmp_path, capsys):
+    """clips -> prepare -> train -> resume -> eval -> predict -> ablate, through the command line."""
+    from actionbert.cli import main
+
+    long = make_synthetic_dataset(tmp_path / "long", num_classes=2, videos_per_class=2, num_frames=48,
+                                  size=(48, 64), clip_len=None, seed=5)
+    for cls in ("red_then_blue", "blue_then_red"):
+        videos = sorted(str(p) for p in (long / cls).glob("*.mp4"))
+        assert main(["clips", *videos, "--out", str(tmp_path / "clips" / cls), "--method", "fixed",
+                     "--length", "0.96"]) == 0  # 24-frame windows at 25 fps
+    assert len(list((tmp_path / "clips").rglob("*.mp4"))) == 8
+    assert main(["prepare", str(tmp_path / "clips"), "--out", str(tmp_path / "prep"), "--val-fraction", "0.5",
+                 "--cache"]) == 0
+    cfg = tmp_path / "cfg.yaml"
+    cfg.write_text(f"""
+model: {{backbone: r2plus1d_tiny, head: bert, clip_len: 16, input_size: 32}}
+data: {{root: {tmp_path / 'prep'}, resize: [36, 48], num_workers: 0}}
+train: {{out: {tmp_path / 'run'}, epochs: 1, batch_size: 2, lr: 1.0e-3}}
+""")
+    assert main(["train", str(cfg), "--quiet"]) == 0
+    assert main(["train", str(cfg), "--resume", "--epochs", "2", "--quiet"]) == 0
+    assert load_checkpoint(tmp_path / "run" / "last.pt")["epoch"] == 1
+    assert main(["eval", str(tmp_path / "run" / "best.pt"), "--data", str(tmp_path / "prep"), "--temporal-check",
+                 "--out", str(tmp_path / "eval")]) == 0
+    assert json.loads((tmp_path / "eval" / "report.json").read_text())["evaluated_videos"] == 4
+    capsys.readouterr()
+    video = next((long / "red_then_blue").glob("*.mp4"))
+    assert main(["predict", str(tmp_path / "run" / "best.pt"), str(video), "--json", "--plot",
+                 str(tmp_path / "plots")]) == 0
+    out = json.loads(capsys.readouterr().out)
+    assert out[0]["num_frames"] == 48 and len(out[0]["segments"]) == 3  # 0, 16, 32
+    assert list((tmp_path / "plots").glob("*.png"))
+    assert main(["ablate", str(cfg), "--grid", "head=tgap,bert", "--seeds", "1", "--views", "1x1",
+                 "--out", str(tmp_path / "abl"), "--quiet"]) == 0
+    assert "| tgap |" in (tmp_path / "abl" / "ablation.md").read_text()
