@@ -187,6 +187,9 @@ def _args_prepare(p: argparse.ArgumentParser) -> None:
     p.add_argument("--annotations", help="UCF101 / HMDB51: folder with the split files (default: DATA)")
     p.add_argument("--val-fraction", type=float, default=0.2, help="share of each class for validation")
     p.add_argument("--seed", type=int, default=0, help="seed of the train/val split")
+    p.add_argument("--group-by", choices=["auto", "none"], default="auto",
+                   help="auto: clips listed in a clips.csv of `actionbert clips` stay in one split with the other "
+                        "clips of their source video; none: split video by video (default: auto)")
     p.add_argument("--min-frames", type=int, default=2, help="fewest decodable frames a usable video needs")
     p.add_argument("--cache", action="store_true", help="also store decoded frames (short side 128) for fast "
                                                         "training")
@@ -208,7 +211,7 @@ def _run_prepare(args: argparse.Namespace) -> int:
                                  split_files=split_files or None, split=args.split, annotations=args.annotations,
                                  val_fraction=args.val_fraction, seed=args.seed, min_frames=args.min_frames,
                                  cache=args.cache, frames=args.frames, cache_short_side=args.short_side,
-                                 workers=args.workers, progress=progress)
+                                 workers=args.workers, group_by=args.group_by, progress=progress)
     except (FileNotFoundError, ValueError) as e:
         close()
         print(f"error: {e}", file=sys.stderr)
@@ -216,6 +219,8 @@ def _run_prepare(args: argparse.Namespace) -> int:
     close()
     counts = ", ".join(f"{n} {s}" for s, n in report.counts.items() if n or s != "test")
     print(f"{len(report.classes)} classes, {counts} videos ({report.layout} layout) -> {args.out}")
+    if report.groups < sum(report.counts.values()):
+        print(f"split by source video: {report.groups} groups (clips of one source stay in one split)")
     if report.cache_bytes:
         print(f"cache: {report.cache_bytes / 2**20:,.1f} MiB in {args.out}/cache")
     if report.problems:

@@ -33,6 +33,8 @@ class DataConfig:
         resize: frames are resized to (height, width) before cropping (the paper: 128 x 170).
         keep_aspect: resize the short side to resize[0] instead, keeping the aspect ratio.
         norm: normalisation preset ("torchvision" or "hara"); None = the backbone's pretrained source.
+        hflip: probability of a horizontal flip in training (0.5; use 0 when left/right is part of a class).
+        crop_scales: multi-scale crop side fractions of the resized short side (METHOD.md §7).
         num_workers: DataLoader worker processes per training process.
         val_split: split evaluated after each epoch ("val").
     """
@@ -42,6 +44,8 @@ class DataConfig:
     resize: tuple[int, int] = (128, 170)
     keep_aspect: bool = False
     norm: str | None = None
+    hflip: float = 0.5
+    crop_scales: tuple[float, ...] = (1.0, 0.875, 0.75, 0.66)
     num_workers: int = 2
     val_split: str = "val"
 
@@ -123,7 +127,7 @@ def _coerce(cls: type, name: str, value: Any) -> Any:
     if text.startswith("tuple"):
         if isinstance(value, str):
             value = [v for v in value.replace("x", ",").split(",") if v]
-        return tuple(int(v) for v in value)
+        return tuple((float if "float" in text else int)(v) for v in value)
     if hint is bool or text == "bool":
         if isinstance(value, str):
             if value.lower() in ("1", "true", "yes", "on"):
@@ -230,6 +234,7 @@ def resolve(cfg: RunConfig, *, num_classes: int) -> RunConfig:
 def config_to_dict(cfg: RunConfig) -> dict[str, Any]:
     d = asdict(cfg)
     d["data"]["resize"] = list(d["data"]["resize"])
+    d["data"]["crop_scales"] = list(d["data"]["crop_scales"])
     return d
 
 

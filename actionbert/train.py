@@ -115,7 +115,8 @@ def build_datasets(cfg: RunConfig):
     look = dict(resize=transform_resize(d.resize, d.keep_aspect), crop_size=m.input_size,
                 norm=d.norm or get_backbone_spec(m.backbone).norm)
     common = dict(clip_len=m.clip_len, frame_stride=d.frame_stride, seed=cfg.train.seed)
-    train_ds = VideoClipDataset(train_samples, mode="train", transform=train_transform(**look), **common)
+    train_ds = VideoClipDataset(train_samples, mode="train", **common,
+                                transform=train_transform(**look, flip_p=d.hflip, scales=d.crop_scales))
     val_ds = VideoClipDataset(val_samples, mode="val", transform=eval_transform(**look), **common)
     return train_ds, val_ds, classes
 

@@ -15,6 +15,17 @@ from types import SimpleNamespace
 import av
 import numpy as np
 import pytest
+import torch
+
+@pytest.fixture(autouse=True, scope="session")
+def _one_thread():
+    """Tests use tiny tensors: one intra-op thread is as fast, and immune to other jobs on a shared 2-core
+    machine (spinning OpenMP workers made small convolutions several times slower there)."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
 
 # --------------------------------------------------------------------------------------------- data pipeline
 CODE_BITS = 8

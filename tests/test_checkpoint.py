@@ -20,16 +20,6 @@ from actionbert.weights import FILTERS
 K = 5
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    """Tiny tensors: one intra-op thread is as fast, and immune to other jobs on a shared 2-core machine
-    (spinning OpenMP workers made these tests several times slower there)."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
-
 def _model(**kw):
     torch.manual_seed(0)
     model = build_model(num_classes=K, input_size=32, **kw)

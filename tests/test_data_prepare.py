@@ -6,7 +6,9 @@ import json
 import numpy as np
 import pytest
 
+from actionbert.cli import main
 from actionbert.data.cache import cache_file, read_cached
+from actionbert.data.clips import cut_clips
 from actionbert.data.dataset import load_split
 from actionbert.data.decode import iter_frames, probe, short_side_size
 from actionbert.data.prepare import detect_layout, prepare_dataset, read_problems, stratified_split
@@ -291,3 +293,132 @@ def test_progress_callback_and_detect_layout(tmp_path, video_tools, data_messy):
     assert detect_layout(data_messy) == "folder"
     with pytest.raises(FileNotFoundError):
         detect_layout(tmp_path / "nothing")
+
+
+# --------------------------------------------------------------------------------------------- grouped split
+def split_of(split, items) -> dict[str, str]:
+    return {item: s for item, s in zip(items, split)}
+
+
+def test_grouped_split_keeps_groups_whole_with_the_promised_counts():
+    # (class, group, items): per class n, target t = round(n * 0.2) within [1, n - 1]
+    spec = ([("a", f"ga{k}", 2) for k in range(10)]  # n 20, t 4: two groups of 2 fit, no more
+            + [("b", f"gb{k}", 3) for k in range(3)]  # n 9, t 2: no group fits; one whole group is moved
+            + [("c", "gc", 4)]  # one group: stays in train
+            + [("d", f"gd{k}", 1) for k in range(4)] + [("d", "gd_big", 5)]  # n 9, t 2: two singletons
+            + [("e", "ge", 1)])  # one item: train
+    classes = [c for c, _, k in spec for _ in range(k)]
+    groups = [g for _, g, k in spec for _ in range(k)]
+    keys = [f"{g}/{i}" for i, g in enumerate(groups)]
+    split = stratified_split(classes, 0.2, seed=3, keys=keys, groups=groups)
+    by_group = {}
+    for g, s in zip(groups, split):
+        by_group.setdefault(g, set()).add(s)
+    assert all(len(s) == 1 for s in by_group.values())  # group integrity
+    val = {c: sum(s == "val" and k == c for s, k in zip(split, classes)) for c in "abcde"}
+    assert val == {"a": 4, "b": 3, "c": 0, "d": 2, "e": 0}
+    assert by_group["gd_big"] == {"train"}
+
+    # deterministic, and independent of listing order
+    assert stratified_split(classes, 0.2, seed=3, keys=keys, groups=groups) == split
+    order = list(reversed(range(len(classes))))
+    again = stratified_split([classes[i] for i in order], 0.2, seed=3, keys=[keys[i] for i in order],
+                             groups=[groups[i] for i in order])
+    assert [again[order.index(i)] for i in range(len(classes))] == split
+    # the seed picks which groups go: class a's val pair of groups changes with it
+    picks = {frozenset(g for g, c, s in zip(groups, classes, stratified_split(classes, 0.2, seed, groups=groups))
+                       if c == "a" and s == "val") for seed in range(5)}
+    assert len(picks) > 1 and all(len(p) == 2 for p in picks)
+    # groups of one item each: exactly the plain split
+    assert stratified_split(classes, 0.2, seed=3, keys=keys, groups=keys) == stratified_split(classes, 0.2, 3,
+                                                                                               keys=keys)
+    assert stratified_split(classes, 0.0, seed=3, groups=groups) == ["train"] * len(classes)
+    with pytest.raises(ValueError, match="groups has 2 entries"):
+        stratified_split(classes, 0.2, seed=0, groups=["x", "y"])
+
+
+def test_grouped_split_with_groups_holding_several_classes():
+    # x: n 5, y: n 5, t 1 each; only the mixed group (one x, one y) fits both targets, in any visiting order
+    items = [("x", "gx1")] * 2 + [("x", "gx2")] * 2 + [("y", "gy1")] * 2 + [("y", "gy2")] * 2 + \
+        [("x", "gm"), ("y", "gm")]
+    for seed in range(4):
+        split = stratified_split([c for c, _ in items], 0.2, seed, groups=[g for _, g in items])
+        assert {g for (_, g), s in zip(items, split) if s == "val"} == {"gm"}
+    # p: g1 (3 p), g2 (1 p + the only q): g2 would leave q without train, so p's val group is g1 (above target)
+    items = [("p", "g1")] * 3 + [("p", "g2"), ("q", "g2")]
+    for seed in range(4):
+        split = stratified_split([c for c, _ in items], 0.2, seed, groups=[g for _, g in items])
+        assert split == ["val"] * 3 + ["train"] * 2
+
+
+def sources_by_split(out) -> dict[str, set[str]]:
+    return {s: {r["group"] for r in read_csv(out / f"{s}.csv")} for s in ("train", "val")}
+
+
+def test_clips_cut_from_one_video_stay_in_one_split(tmp_path, video_tools):
+    src = tmp_path / "long"
+    names = ("walk_a", "walk_b", "run_a", "run_b", "mixed")
+    for name in names:
+        video_tools.write_coded(src / f"{name}.mp4", 40)  # 1.6 s: four 0.4 s clips each
+    label = lambda name, i: name.split("_")[0] if name != "mixed" else ("walk" if i < 2 else "run")  # noqa: E731
+    rows = [f"{name}.mp4,{i * 0.4:.1f},{(i + 1) * 0.4:.1f},{label(name, i)}" for name in names for i in range(4)]
+    (src / "cuts.csv").write_text("video,start,end,label\n" + "\n".join(rows) + "\n")
+    data = tmp_path / "clips"
+    cut = cut_clips([], data, method="csv", csv_file=src / "cuts.csv")
+    assert len(cut.clips) == 20 and (data / "clips.csv").is_file() and (data / "walk").is_dir()
+
+    # each class: n 10, target round(2.5) = 2 val clips: only the mixed source (2 walk + 2 run clips) fits
+    report = prepare_dataset(data, tmp_path / "p", val_fraction=0.25, seed=0)
+    assert report.counts == {"train": 16, "val": 4, "test": 0} and report.groups == 5 and not report.problems
+    by_split = sources_by_split(tmp_path / "p")
+    assert by_split["val"] == {str(src / "mixed.mp4")} and not by_split["train"] & by_split["val"]
+    val = read_csv(tmp_path / "p" / "val.csv")
+    assert {c: sum(r["class_name"] == c for r in val) for c in ("run", "walk")} == {"run": 2, "walk": 2}
+    meta = json.loads((tmp_path / "p" / "prepare.json").read_text())
+    assert (meta["groups"], meta["group_by"]) == (5, "auto")
+    assert load_split(tmp_path / "p", "val")[0][0].video_id.split("/")[1].startswith("mixed_")
+
+    # group_by="none": today's per-clip split, which leaks sources into both splits
+    plain = prepare_dataset(data, tmp_path / "q", val_fraction=0.25, seed=0, group_by="none")
+    assert plain.counts == report.counts and plain.groups == 20
+    rows = read_csv(tmp_path / "q" / "train.csv") + read_csv(tmp_path / "q" / "val.csv")
+    rows.sort(key=lambda r: r["video_id"])
+    expected = stratified_split([r["class_name"] for r in rows], 0.25, 0, keys=[r["video_id"] for r in rows])
+    val_ids = {r["video_id"] for r in read_csv(tmp_path / "q" / "val.csv")}
+    assert ["val" if r["video_id"] in val_ids else "train" for r in rows] == expected
+    by_split = sources_by_split(tmp_path / "q")
+    assert all(g.endswith(".mp4") for g in by_split["val"]) and len(by_split["val"]) == 4  # own path: own group
+    sources = {r["clip"]: r["source"] for r in read_csv(data / "clips.csv")}  # clip: relative to data
+    val_sources = {sources[i] for i in val_ids}
+    train_sources = {sources[r["video_id"]] for r in read_csv(tmp_path / "q" / "train.csv")}
+    assert val_sources & train_sources
+    with pytest.raises(ValueError, match="unknown group_by"):
+        prepare_dataset(data, tmp_path / "r", group_by="source")
+
+
+def test_fixed_clips_in_class_folders_and_the_command_line(tmp_path, video_tools, capsys):
+    data = tmp_path / "data"
+    for cls in ("walk", "run"):
+        longs = [video_tools.write_coded(tmp_path / "long" / f"{cls}{k}.mp4", 40) for k in range(2)]
+        cut_clips(longs, data / cls, method="fixed", length=0.4)  # clips.csv in the class folder
+    for k in range(2):
+        video_tools.write_coded(data / "jump" / f"{k}.mp4", 6)
+    (data / "jump" / "clips.csv").write_text("foo,bar\n1,2\n")
+    # walk, run: 8 clips from 2 sources each, target 2: no source fits, so one whole source (4 clips) goes
+    report = prepare_dataset(data, tmp_path / "p", val_fraction=0.25, seed=1)
+    val = read_csv(tmp_path / "p" / "val.csv")
+    assert {c: sum(r["class_name"] == c for r in val) for c in ("jump", "run", "walk")} == {"jump": 1, "run": 4,
+                                                                                         "walk": 4}
+    by_split = sources_by_split(tmp_path / "p")
+    assert not by_split["train"] & by_split["val"] and report.groups == 6
+    assert [(p.kind, p.path.split("/data/")[-1]) for p in report.problems] == [("bad_clips_csv",
+                                                                                "jump/clips.csv")]
+    assert "no column(s) ['clip', 'source']" in report.problems[0].reason
+
+    assert main(["prepare", str(data), "--out", str(tmp_path / "c"), "--val-fraction", "0.25", "--quiet"]) == 0
+    assert "split by source video: 6 groups" in capsys.readouterr().out
+    assert main(["prepare", str(data), "--out", str(tmp_path / "d"), "--val-fraction", "0.25", "--group-by",
+                 "none", "--quiet"]) == 0
+    assert "split by source video" not in capsys.readouterr().out
+    meta = json.loads((tmp_path / "d" / "prepare.json").read_text())
+    assert (meta["group_by"], meta["groups"], meta["counts"]["val"]) == ("none", 18, 5)

@@ -18,15 +18,6 @@ pytestmark = pytest.mark.filterwarnings("ignore::DeprecationWarning", "ignore::F
                                         "ignore::UserWarning")
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    """Tiny tensors: one intra-op thread is as fast, and immune to other jobs on a shared 2-core machine
-    (spinning OpenMP workers made these tests several times slower there)."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
 MODELS = {
     "r2plus1d+bert": dict(backbone="r2plus1d_tiny", head="bert"),
     "resnext+bert+frab": dict(backbone="resnext_tiny", head="bert", reduction="frab"),

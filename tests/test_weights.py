@@ -32,16 +32,6 @@ K = 7  # a non-default class count
 pytestmark = pytest.mark.filterwarnings("ignore:.*to a meta parameter in the current model.*:UserWarning")
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    """Tiny tensors: one intra-op thread is as fast, and immune to other jobs on a shared 2-core machine
-    (spinning OpenMP workers made these tests several times slower there)."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
-
 @pytest.fixture(autouse=True)
 def _seed():
     torch.manual_seed(0)

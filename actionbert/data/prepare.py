@@ -5,11 +5,11 @@ Output folder (`out`):
 - `classes.txt`: one class name per line; line i is label i.
 - `train.csv`, `val.csv` (and `test.csv` when the input names a separate test set): one usable video per row,
   columns `dataset.SPLIT_COLUMNS` (video_id, path, label, class_name, num_frames, fps, width, height,
-  rotation); read back with `dataset.load_split`.
+  rotation) and then `group` (the split group, see "Split" below); read back with `dataset.load_split`.
 - `problems.csv`: `path, kind, reason, action`: every file that cannot be used (`action` "skipped") or is used
   with a caveat (`action` "kept"), with the reason in words. A list line that cannot be parsed names its list
   file and line number.
-- `prepare.json`: the options and counts of the run.
+- `prepare.json`: the options and counts of the run (`groups`: split groups among the usable videos).
 - `cache/` with `--cache` (see `cache.py`), `frames/` plus `frames_<split>.txt` with `--frames`.
 
 Input layouts (`LAYOUTS`; `layout="auto"` picks one with `detect_layout`):
@@ -40,8 +40,18 @@ Decisions on bad input (each case lands in problems.csv and the run goes on):
   file name and line number), a duplicate entry: skipped.
 - non-ASCII paths and class names work (all files are UTF-8).
 
-Split: when the input does not say, a stratified split per class with `val_fraction` (at least one val video
-for classes with two or more videos), seeded and independent of listing order.
+Split: when the input does not say, a stratified split per class with `val_fraction`, seeded and
+independent of listing order (`stratified_split`). Clips cut from one long video are near duplicates, so
+with `group_by="auto"` (the default) they are kept in one split: a video listed in a `clips.csv` written by
+`actionbert clips` (looked for in the video's folder and its parents up to the data root; its `clip` column
+is relative to its own folder) belongs to the group of its `source` video; every other video is a group of
+its own. Groups go to val whole: visited in a seeded order, a group goes to val while every class it holds
+stays at or below its target of round(n * val_fraction) val videos (at least 1, at most n - 1) and keeps a
+train video; then each class with two or more groups but no val video yet gets its smallest group that can
+go (which may exceed the target). A class whose videos all come from one source stays in train. Without any
+clips.csv this is exactly the plain per-video split (at least one val video for classes with two or more
+videos), which `group_by="none"` always uses. A `clips.csv` in a class folder is not reported as a
+non-video file; one that cannot be read is reported (`bad_clips_csv`) and ignored.
 """
 
 from __future__ import annotations
@@ -52,6 +62,7 @@ import os
 import random
 import re
 import time
+from collections import Counter
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -59,13 +70,17 @@ from typing import Callable, Mapping, Sequence
 
 from actionbert.data.cache import (CACHE_DIRNAME, CACHE_SHORT_SIDE, FRAMES_DIRNAME, cache_file, write_cache,
                                    write_frame_folder)
-from actionbert.data.dataset import write_split
+from actionbert.data.dataset import SPLIT_COLUMNS
 from actionbert.data.decode import VIDEO_EXTENSIONS, VideoDecodeError, VideoInfo, is_frame_folder, probe
 
 #: `progress(stage, done, total)`: stage is "probe", "cache" or "frames".
 Progress = Callable[[str, int, int], None]
 
 SPLITS = ("train", "val", "test")
+#: `group_by` choices: "auto" groups clips by the source video named in a `clips.csv`; "none" splits per video.
+GROUP_BY = ("auto", "none")
+#: The record `clips.cut_clips` writes beside its clips; its columns `clip` and `source` give the groups.
+CLIPS_CSV = "clips.csv"
 _SPLIT_NAMES = {"train": "train", "training": "train", "val": "val", "valid": "val", "validate": "val",
                 "validation": "val", "test": "test", "testing": "test"}
 
@@ -120,6 +135,8 @@ class PrepareReport:
         problems: every problems.csv row.
         cache_bytes: bytes of cache files written (0 without `cache`).
         seconds: wall time of the run.
+        groups: split groups among the usable videos (source videos of cut clips, plus every other video);
+            equal to the number of usable videos with `group_by="none"` or when no clips.csv lists them.
     """
 
     out: Path
@@ -129,6 +146,7 @@ class PrepareReport:
     problems: list[Problem]
     cache_bytes: int = 0
     seconds: float = 0.0
+    groups: int = 0
 
     @property
     def skipped(self) -> int:
@@ -317,7 +335,7 @@ def prepare_dataset(data: str | os.PathLike, out: str | os.PathLike, *, layout: 
                     split_files: Mapping[str, str | os.PathLike] | None = None, split: int = 1,
                     annotations: str | os.PathLike | None = None, val_fraction: float = 0.2, seed: int = 0,
                     min_frames: int = 2, cache: bool = False, frames: bool = False,
-                    cache_short_side: int = CACHE_SHORT_SIDE, workers: int = 2,
+                    cache_short_side: int = CACHE_SHORT_SIDE, workers: int = 2, group_by: str = "auto",
                     progress: Progress | None = None) -> PrepareReport:
     """Index, check, split and optionally cache a dataset (see the module docstring for files and rules).
 
@@ -343,12 +361,17 @@ def prepare_dataset(data: str | os.PathLike, out: str | os.PathLike, *, layout: 
         frames: also write reference-style JPEG frame folders (`out/frames`) and their lists.
         cache_short_side: short side in pixels of cached and exported frames.
         workers: threads probing (and caching) videos in parallel.
+        group_by: "auto": a video listed in a clips.csv written by `clips.cut_clips` (in its folder or a
+            parent folder up to `root`) is grouped with the other clips of its source video, and groups are
+            never split between train and val; "none": every video alone (the plain per-video split).
         progress: `progress(stage, done, total)` callback; no printing happens here.
 
     Returns:
         A `PrepareReport`.
     """
     started = time.time()
+    if group_by not in GROUP_BY:
+        raise ValueError(f"unknown group_by {group_by!r}; choose one of {GROUP_BY}")
     data, out = Path(data), Path(out)
     root = Path(root) if root is not None else (data if data.is_dir() else data.parent)
     if split_files and not data.is_dir():
@@ -379,15 +402,19 @@ def prepare_dataset(data: str | os.PathLike, out: str | os.PathLike, *, layout: 
             usable.append((entry, result))
 
     class_names = _class_list(listing.classes, [e for e, _ in usable])
-    assigned = _assign_splits([e for e, _ in usable], val_fraction, seed)
+    groups = [_own_group(e.path) for e, _ in usable]
+    if group_by == "auto":
+        groups = _clip_groups([e.path for e, _ in usable], root, problems)
+    assigned = _assign_splits([e for e, _ in usable], val_fraction, seed,
+                              groups if group_by == "auto" else None)
     label_of = {name: i for i, name in enumerate(class_names)}
     rows: dict[str, list[dict]] = {s: [] for s in SPLITS}
-    for (entry, info), split_name in zip(usable, assigned):
+    for (entry, info), split_name, group in zip(usable, assigned, groups):
         rows[split_name].append({
             "video_id": entry.video_id, "path": os.path.abspath(entry.path),
             "label": label_of.get(entry.class_name, -1), "class_name": entry.class_name or "",
             "num_frames": info.num_frames, "fps": info.fps, "width": info.width, "height": info.height,
-            "rotation": info.rotation,
+            "rotation": info.rotation, "group": group,
         })
     for split_name in SPLITS:
         rows[split_name].sort(key=lambda r: r["video_id"])
@@ -396,7 +423,7 @@ def prepare_dataset(data: str | os.PathLike, out: str | os.PathLike, *, layout: 
     (out / "classes.txt").write_text("".join(f"{c}\n" for c in class_names), encoding="utf-8")
     for split_name in SPLITS:
         if split_name != "test" or rows["test"]:
-            write_split(out / f"{split_name}.csv", rows[split_name])
+            _write_split(out / f"{split_name}.csv", rows[split_name])
     if not rows["test"] and (out / "test.csv").exists():
         (out / "test.csv").unlink()  # a stale test list from an earlier run would be read by load_split
 
@@ -412,10 +439,12 @@ def prepare_dataset(data: str | os.PathLike, out: str | os.PathLike, *, layout: 
     _write_problems(out / "problems.csv", problems)
     counts = {s: len(rows[s]) for s in SPLITS}
     report = PrepareReport(out=out, layout=layout, classes=class_names, counts=counts, problems=problems,
-                           cache_bytes=cache_bytes, seconds=round(time.time() - started, 3))
+                           cache_bytes=cache_bytes, seconds=round(time.time() - started, 3),
+                           groups=len(set(groups)))
     meta = {"data": os.path.abspath(data), "layout": layout, "root": os.path.abspath(root), "split": split,
-            "val_fraction": val_fraction, "seed": seed, "min_frames": min_frames, "cache": cache,
-            "frames": frames, "cache_short_side": cache_short_side, "counts": counts,
+            "val_fraction": val_fraction, "seed": seed, "group_by": group_by, "min_frames": min_frames,
+            "cache": cache, "frames": frames, "cache_short_side": cache_short_side, "counts": counts,
+            "groups": report.groups,
             "problems": len(problems), "skipped": report.skipped, "cache_bytes": cache_bytes,
             "seconds": report.seconds}
     (out / "prepare.json").write_text(json.dumps(meta, indent=2, ensure_ascii=False) + "\n", encoding="utf-8")
@@ -423,24 +452,49 @@ def prepare_dataset(data: str | os.PathLike, out: str | os.PathLike, *, layout: 
 
 
 def stratified_split(class_names: Sequence[str | None], val_fraction: float, seed: int,
-                     keys: Sequence[str] | None = None) -> list[str]:
-    """Assign "train" or "val" to each item so every class gets `round(n * val_fraction)` val items.
+                     keys: Sequence[str] | None = None, groups: Sequence[str] | None = None) -> list[str]:
+    """Assign "train" or "val" to each item so every class gets about `round(n * val_fraction)` val items.
 
-    A class with n >= 2 items gets at least one val and one train item (when `val_fraction` > 0); a class
-    with one item stays in train. Items are ordered by `keys` (e.g. video ids) before a seeded shuffle, so the
-    result does not depend on listing order.
+    Without `groups`, each class gets exactly that many val items, but at least one val and one train item
+    when it has n >= 2 items (and `val_fraction` > 0); a class with one item stays in train. Items are
+    ordered by `keys` (e.g. video ids) before a seeded shuffle, so the result does not depend on listing order.
+
+    With `groups` (e.g. the long video each clip was cut from), the items of a group always share a split;
+    this is what keeps near-duplicate clips of one source out of both train and val. Rule, per class c with
+    n_c items: the target is t_c = round(n_c * val_fraction), raised to 1 and capped at n_c - 1 when
+    n_c >= 2 (the no-groups count); then
+
+    1. fill: the groups, sorted by name and shuffled with `seed`, are visited once; a group goes to val when,
+       for every class it contains, the class's val items stay at or below t_c and at least one of its items
+       stays in train;
+    2. guarantee: each class (by name) with items in two or more groups but no val item yet moves one train
+       group to val: the one with the fewest items of that class (first in the visiting order on ties) among
+       those whose move leaves every class they contain at least one train item (none: the class stays
+       without val).
+
+    So a class's val count never exceeds t_c except through step 2 (it then receives one whole group), a
+    class with one group, or one item, stays in train, and a class that has items in at least two groups
+    always keeps a train item. Groups are identified by `str(group)`; when no two items share a group the
+    result is exactly that of `groups=None`.
 
     Args:
         class_names: class of each item.
         val_fraction: share of each class for val, in [0, 1).
         seed: shuffle seed.
-        keys: sort keys of the items; default their positions.
+        keys: sort keys of the items (used without groups); default their positions.
+        groups: group of each item; default every item alone.
 
     Returns:
         "train" / "val" per item, in input order.
     """
     if not 0.0 <= val_fraction < 1.0:
         raise ValueError(f"val_fraction must be in [0, 1), got {val_fraction}")
+    if groups is not None:
+        if len(groups) != len(class_names):
+            raise ValueError(f"groups has {len(groups)} entries for {len(class_names)} items")
+        names = [str(g) for g in groups]
+        if len(set(names)) < len(names):
+            return _grouped_split([str(c) for c in class_names], names, val_fraction, seed)
     keys = list(keys) if keys is not None else [f"{i:012d}" for i in range(len(class_names))]
     by_class: dict[str, list[int]] = {}
     for i, name in enumerate(class_names):
@@ -451,12 +505,53 @@ def stratified_split(class_names: Sequence[str | None], val_fraction: float, see
         members = sorted(by_class[name], key=lambda i: keys[i])
         rng.shuffle(members)
         n = len(members)
-        n_val = round(n * val_fraction)
-        if val_fraction > 0 and n >= 2:
-            n_val = min(max(n_val, 1), n - 1)
+        n_val = _val_target(n, val_fraction)
         for i in members[:n_val]:
             result[i] = "val"
     return result
+
+
+def _val_target(n: int, val_fraction: float) -> int:
+    """Val items wanted for a class of n items: round(n * val_fraction), within [1, n - 1] when n >= 2."""
+    n_val = round(n * val_fraction)
+    if val_fraction > 0 and n >= 2:
+        n_val = min(max(n_val, 1), n - 1)
+    return n_val
+
+
+def _grouped_split(class_names: list[str], groups: list[str], val_fraction: float, seed: int) -> list[str]:
+    """The group-aware rule of `stratified_split` (see there); returns "train" / "val" per item."""
+    count: dict[str, dict[str, int]] = {}  # group -> class -> items
+    for c, g in zip(class_names, groups):
+        count.setdefault(g, {}).setdefault(c, 0)
+        count[g][c] += 1
+    n = Counter(class_names)
+    target = {c: _val_target(k, val_fraction) for c, k in n.items()}
+    order = sorted(count)
+    random.Random(seed).shuffle(order)
+    in_val: set[str] = set()
+    val = dict.fromkeys(n, 0)
+
+    def keeps_train(g: str) -> bool:
+        return all(val[c] + k < n[c] for c, k in count[g].items())
+
+    for g in order:
+        if all(val[c] + k <= target[c] for c, k in count[g].items()) and keeps_train(g):
+            in_val.add(g)
+            for c, k in count[g].items():
+                val[c] += k
+    if val_fraction > 0:
+        for c in sorted(n):
+            candidates = [g for g in order if c in count[g]]
+            if val[c] or len(candidates) < 2:
+                continue
+            movable = [g for g in candidates if g not in in_val and keeps_train(g)]
+            if movable:
+                g = min(movable, key=lambda g: count[g][c])  # min keeps the first of equals: visiting order
+                in_val.add(g)
+                for d, k in count[g].items():
+                    val[d] += k
+    return ["val" if g in in_val else "train" for g in groups]
 
 
 # --------------------------------------------------------------------------------------------- helpers
@@ -589,17 +684,95 @@ def _judge(entry: Entry, info: VideoInfo, min_frames: int) -> tuple[bool, list[P
     return True, notes
 
 
-def _assign_splits(entries: list[Entry], val_fraction: float, seed: int) -> list[str]:
-    """Keep the splits the input gave; split the rest by class. When the input names no val video at all,
-    its train videos are split too (e.g. `DATA/train` + `DATA/test`, or a Kinetics CSV of train rows)."""
+def _assign_splits(entries: list[Entry], val_fraction: float, seed: int,
+                   groups: list[str] | None = None) -> list[str]:
+    """Keep the splits the input gave; split the rest by class (whole `groups` at a time, when given). When
+    the input names no val video at all, its train videos are split too (e.g. `DATA/train` + `DATA/test`, or
+    a Kinetics CSV of train rows)."""
     splits = [e.split for e in entries]
     splittable = (None,) if "val" in splits else (None, "train")
     open_items = [i for i, s in enumerate(splits) if s in splittable]
     chosen = stratified_split([entries[i].class_name for i in open_items], val_fraction, seed,
-                              keys=[entries[i].video_id for i in open_items])
+                              keys=[entries[i].video_id for i in open_items],
+                              groups=None if groups is None else [groups[i] for i in open_items])
     for i, s in zip(open_items, chosen):
         splits[i] = s
     return splits
+
+
+def _own_group(path: Path) -> str:
+    """The group of a video cut from nothing we know of: its own absolute path (symbolic links of its folders
+    resolved, the same spelling `_clip_groups` gives the source videos of clips)."""
+    return os.path.join(os.path.realpath(Path(path).parent), Path(path).name)
+
+
+def _clip_groups(paths: Sequence[Path], root: Path, problems: list[Problem]) -> list[str]:
+    """The split group of each video: the `source` of the row naming it in a clips.csv, else `_own_group`.
+
+    The clips.csv files looked at are those in the video's folder and its parents up to `root` (for a video
+    outside `root`, its folder and the one above, where `cut_clips` puts the record of labelled clips); each
+    is read once. A `clip` cell is relative to its csv's folder. An absolute `source` is resolved like
+    `_own_group` (so a source video that is itself in the dataset shares its clips' group); a relative one is
+    kept as written (it was relative to where `cut_clips` ran). A clips.csv that cannot be read is reported
+    in `problems` and ignored.
+    """
+    root_real = os.path.realpath(root)
+    tables: dict[str, dict[str, str]] = {}  # folder (resolved) -> {clip path: group}, {} without clips.csv
+    groups = []
+    for path in paths:
+        folder = os.path.realpath(Path(path).parent)
+        key = os.path.join(folder, Path(path).name)
+        group = None
+        for candidate in _folders_up(folder, root_real):
+            if candidate not in tables:
+                tables[candidate] = _read_clips_csv(Path(candidate) / CLIPS_CSV, problems)
+            group = tables[candidate].get(key)
+            if group is not None:
+                break
+        groups.append(group if group is not None else key)
+    return groups
+
+
+def _folders_up(folder: str, root: str) -> list[str]:
+    """`folder` and its parents up to `root` (both resolved); `folder` and its parent when outside `root`."""
+    if os.path.commonpath([folder, root]) != root:
+        return [folder, os.path.dirname(folder)]
+    chain = [folder]
+    while chain[-1] != root:
+        chain.append(os.path.dirname(chain[-1]))
+    return chain
+
+
+def _read_clips_csv(file: Path, problems: list[Problem]) -> dict[str, str]:
+    """{resolved clip path: group of its source} from a clips.csv of `cut_clips`; {} when there is none."""
+    if not file.is_file():
+        return {}
+    folder = os.path.realpath(file.parent)
+    table = {}
+    try:
+        with open(file, newline="", encoding="utf-8-sig") as f:
+            reader = csv.DictReader(f)
+            missing = [c for c in ("clip", "source") if c not in (reader.fieldnames or [])]
+            if missing:
+                raise ValueError(f"line 1: no column(s) {missing} (a clips.csv of `actionbert clips` has "
+                                 f"clip, source, start, end, ...)")
+            for row in reader:
+                clip, source = (row["clip"] or "").strip(), (row["source"] or "").strip()
+                if clip and source:
+                    group = _own_group(Path(source)) if os.path.isabs(source) else source
+                    table[os.path.normpath(os.path.join(folder, clip))] = group
+    except (OSError, UnicodeDecodeError, ValueError, csv.Error) as e:
+        problems.append(Problem(str(file), "bad_clips_csv", f"not used to group clips by source video: {e}"))
+        return {}
+    return table
+
+
+def _write_split(file: Path, rows: Sequence[dict]) -> None:
+    """A split CSV: `SPLIT_COLUMNS` and then `group` (which `dataset.load_split` ignores)."""
+    with open(file, "w", newline="", encoding="utf-8") as f:
+        writer = csv.DictWriter(f, fieldnames=(*SPLIT_COLUMNS, "group"), extrasaction="ignore")
+        writer.writeheader()
+        writer.writerows(rows)
 
 
 def _class_list(declared: list[str] | None, entries: list[Entry]) -> list[str]:
@@ -716,7 +889,8 @@ def _walk_videos(folder: Path):
         if item.name.startswith("."):
             continue
         if not item.is_dir():
-            yield item
+            if item.name != CLIPS_CSV:  # the record `cut_clips` keeps beside its clips, read for the split
+                yield item
         elif is_frame_folder(item) and not any(d.is_dir() for d in item.iterdir()):
             yield item
         else:
