@@ -95,8 +95,13 @@ def _unpickling_detail(error: Exception) -> str:
 
 # --------------------------------------------------------------------------------------- model folders
 def inference_config(model: VideoClassifier, *, classes: list[str], frame_stride: int = 1,
-                     resize: tuple[int, int] = (128, 170), keep_aspect: bool = False, norm: str) -> dict[str, Any]:
-    """Everything inference needs besides the weights (stored in config.json and in training checkpoints)."""
+                     resize: tuple[int, int] = (128, 170), keep_aspect: bool = False, norm: str,
+                     hflip: float = 0.5) -> dict[str, Any]:
+    """Everything inference needs besides the weights (stored in config.json and in training checkpoints).
+
+    `hflip` is the training flip probability: a model trained without flips (left/right matters to its
+    classes) is evaluated without mirrored views.
+    """
     if len(classes) != model.num_classes:
         raise ValueError(f"{len(classes)} class names for a model with {model.num_classes} outputs")
     return {
@@ -109,6 +114,7 @@ def inference_config(model: VideoClassifier, *, classes: list[str], frame_stride
         "resize": list(resize),
         "keep_aspect": keep_aspect,
         "norm": norm,
+        "hflip": hflip,
     }
 
 

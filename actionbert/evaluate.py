@@ -8,7 +8,9 @@ prepared split -> test items (video, window) -> views (crops) -> model -> logits
 ```
 
 `views` chooses fewer: "all" (all windows x 10 crops, the paper), or "CxV" with C clips per video (evenly
-spread among its test windows, 0 = all) and V crops (1 = centre, 10 = the ten-crop set), e.g. "1x1".
+spread among its test windows, 0 = all) and V crops (1 = centre, 5 = centre and corners, 10 = those five and
+their mirror images), e.g. "1x1". A model trained without horizontal flips (`data.hflip: 0`, because left and
+right matter to its classes) is never shown mirrored views: "all" then means every window x 5 crops.
 
 `temporal_check=True` evaluates again with each clip's frames reversed and shuffled (a fixed permutation per
 run): a model that uses temporal order loses accuracy there, one that averages over time does not.
@@ -17,6 +19,7 @@ run): a model that uses temporal order loses accuracy there, one that averages o
 from __future__ import annotations
 
 import csv
+import functools
 import json
 import math
 from dataclasses import dataclass
@@ -48,8 +51,8 @@ class Views:
             views = Views(int(c), int(v))
         except ValueError:
             raise ValueError(f"views {text!r}: expected 'all' or CLIPSxCROPS such as 1x1, 3x10, 0x10") from None
-        if views.crops not in (1, 10) or views.clips < 0:
-            raise ValueError(f"views {text!r}: crops must be 1 or 10 and clips >= 0 (0 = all windows)")
+        if views.crops not in (1, 5, 10) or views.clips < 0:
+            raise ValueError(f"views {text!r}: crops must be 1, 5 or 10 and clips >= 0 (0 = all windows)")
         return views
 
 
@@ -87,9 +90,13 @@ def evaluate(model_path: str | Path, *, data: str | Path, split: str = "val", vi
     if list(classes) != list(info["classes"]):
         raise CheckpointError(f"{model_path}: trained on classes {info['classes']} but {data} has {classes}")
     v = Views.parse(views)
-    make = ten_crop_transform if v.crops == 10 else eval_transform
-    transform = make(resize=transform_resize(info["resize"], info.get("keep_aspect", False)),
-                     crop_size=info["input_size"], norm=info["norm"])
+    notes = []
+    if v.crops == 10 and info.get("hflip", 0.5) == 0:
+        v = Views(v.clips, 5)
+        notes.append("trained without horizontal flips: mirrored views left out (5 crops)")
+    look = dict(resize=transform_resize(info["resize"], info.get("keep_aspect", False)),
+                crop_size=info["input_size"], norm=info["norm"])
+    transform = eval_transform(**look) if v.crops == 1 else _first_views(ten_crop_transform(**look), v.crops)
     dataset = VideoClipDataset(samples, clip_len=info["clip_len"], mode="test", frame_stride=info["frame_stride"],
                                transform=transform, seed=seed)
     chosen = [i for i, (s, k, count) in enumerate(dataset.items) if k in select_windows(count, v.clips)]
@@ -138,6 +145,7 @@ def evaluate(model_path: str | Path, *, data: str | Path, split: str = "val", vi
                   "mean_views_per_video": (sum(video_views[i] for i in ids) / len(ids)) if ids else 0},
         "num_videos": len(samples), "evaluated_videos": len(ids),
         "failures": failures,
+        "notes": notes,
     }
     if not ids:
         report["video"] = {"top1": math.nan, "mean_class_accuracy": math.nan}
@@ -160,6 +168,16 @@ def evaluate(model_path: str | Path, *, data: str | Path, split: str = "val", vi
     if out is not None:
         write_report(report, Path(out))
     return report
+
+
+def _first_views(ten_crop, n: int):
+    """The first `n` views of the ten-crop set (its order: centre, 4 corners, then the same mirrored);
+    a partial of a module-level function, so DataLoader workers can pickle it."""
+    return functools.partial(_take_views, transform=ten_crop, n=n)
+
+
+def _take_views(frames, rng=None, *, transform, n: int) -> torch.Tensor:
+    return transform(frames, rng)[:n]  # (n, 3, T, S, S)
 
 
 def write_report(report: dict, out: Path) -> None:

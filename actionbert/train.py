@@ -123,13 +123,19 @@ def build_datasets(cfg: RunConfig):
 
 def make_loader(dataset, *, batch_size: int, shuffle: bool, seed: int, info: runtime.DistInfo, workers: int,
                 drop_last: bool = False) -> DataLoader:
+    """Training: a seeded DistributedSampler (also for one process), so the order of epoch e depends only on
+    (seed, e) and the union of the processes' batches equals one process's batch of the same global size.
+    Validation (`shuffle=False`): each process takes every world_size-th clip, without the padding
+    DistributedSampler adds, so every clip is counted exactly once."""
     from actionbert.data import collate_clips
 
-    sampler = DistributedSampler(dataset, num_replicas=info.world_size, rank=info.rank, shuffle=shuffle, seed=seed,
-                                 drop_last=drop_last)
+    if shuffle:
+        sampler = DistributedSampler(dataset, num_replicas=info.world_size, rank=info.rank, shuffle=True, seed=seed,
+                                     drop_last=drop_last)
+    else:
+        sampler = list(range(info.rank, len(dataset), info.world_size))
     return DataLoader(dataset, batch_size=batch_size, sampler=sampler, num_workers=workers,
-                      collate_fn=collate_clips, persistent_workers=False, drop_last=drop_last,
-                      worker_init_fn=None, pin_memory=False)
+                      collate_fn=collate_clips, drop_last=drop_last)
 
 
 # ----------------------------------------------------------------------------------------------- train
@@ -210,7 +216,7 @@ def _train(cfg: RunConfig, *, resume: bool, hooks: TrainHooks, device: torch.dev
         (run_dir / "classes.txt").write_text("\n".join(classes) + "\n")
         writer = _tensorboard(run_dir)
     infer = inference_config(core, classes=classes, frame_stride=cfg.data.frame_stride, resize=cfg.data.resize,
-                             keep_aspect=cfg.data.keep_aspect, norm=cfg.data.norm)
+                             keep_aspect=cfg.data.keep_aspect, norm=cfg.data.norm, hflip=cfg.data.hflip)
     total_failures = 0
     for epoch in range(start_epoch, t.epochs):
         _set_lrs(optimizer, t, epoch)
@@ -221,7 +227,7 @@ def _train(cfg: RunConfig, *, resume: bool, hooks: TrainHooks, device: torch.dev
         steps = len(train_loader) if not t.max_steps_per_epoch else min(len(train_loader), t.max_steps_per_epoch)
         hooks.on_epoch_start(epoch, steps)
         tr = _train_epoch(model, core, train_loader, optimizer, scaler, cfg, device, info, hooks, steps, memory_format)
-        va = evaluate_loader(model, val_loader, device=device, info=info, precision=t.precision,
+        va = evaluate_loader(core, val_loader, device=device, info=info, precision=t.precision,
                              memory_format=memory_format, hooks=hooks)
         seconds = time.perf_counter() - t0
         if epoch >= t.warmup_epochs:

@@ -501,7 +501,7 @@ def convert_weights(path: str | Path, out: str | Path, *, source: str, backbone:
     model = build_model(**arch)
     report = load_state(model, state, source=source, where=str(path))
     names = classes or [f"class_{i}" for i in range(model.num_classes)]
-    keep = {k: stored[k] for k in ("frame_stride", "resize", "keep_aspect", "norm") if k in stored} \
+    keep = {k: stored[k] for k in ("frame_stride", "resize", "keep_aspect", "norm", "hflip") if k in stored} \
         if isinstance(stored, dict) else {}
     keep.setdefault("norm", spec.norm)
     info = inference_config(model, classes=names, **keep)

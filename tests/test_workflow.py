@@ -137,6 +137,16 @@ def test_evaluate_report(prepared, trained, tmp_path):
         assert (tmp_path / "eval" / name).is_file()
     one = evaluate(trained, data=prepared, split="val", views="1x1")
     assert one["views"]["mean_views_per_video"] == 1
+    five = evaluate(trained, data=prepared, split="val", views="all", workers=1)
+    assert five["views"]["mean_views_per_video"] == 10 and not five["notes"]
+
+
+def test_no_mirrored_views_for_a_model_trained_without_flips(prepared, tmp_path):
+    train(dataclasses.replace(tiny_config(prepared, tmp_path / "noflip", epochs=1),
+                              data=DataConfig(root=str(prepared), resize=(36, 48), num_workers=0, hflip=0.0)))
+    report = evaluate(tmp_path / "noflip" / "best.pt", data=prepared, split="val", workers=1)
+    assert report["views"]["crops"] == 5 and report["views"]["mean_views_per_video"] == 5
+    assert "mirrored views left out" in report["notes"][0]
 
 
 def test_evaluate_mean_of_raw_logits_matches_manual(prepared, trained):
@@ -157,8 +167,9 @@ def test_evaluate_mean_of_raw_logits_matches_manual(prepared, trained):
 
 def test_views_parsing_and_window_selection():
     assert Views.parse("all") == Views(0, 10) and Views.parse("3x1") == Views(3, 1)
-    with pytest.raises(ValueError, match="crops must be 1 or 10"):
-        Views.parse("2x5")
+    assert Views.parse("0x5") == Views(0, 5)
+    with pytest.raises(ValueError, match="crops must be 1, 5 or 10"):
+        Views.parse("2x4")
     assert select_windows(5, 0) == [0, 1, 2, 3, 4] and select_windows(5, 1) == [2]
     assert select_windows(5, 3) == [0, 2, 4] and select_windows(2, 5) == [0, 1]
 

@@ -71,10 +71,10 @@ def write_cache(video: str | os.PathLike, file: str | os.PathLike, *, short_side
             raise VideoDecodeError(video, f"expected {num_frames} frames for the cache, {count} decoded",
                                    "short_read")
         array.flush()
-        del array
+        array = None  # close the memory map before the rename
         os.replace(tmp, file)
     except BaseException:
-        del array
+        array = None
         tmp.unlink(missing_ok=True)
         raise
     return count, file.stat().st_size
