@@ -358,6 +358,8 @@ def _run_predict(args: argparse.Namespace) -> int:
             return
         if p.error:
             print(f"{p.video}: ERROR {p.error}", file=sys.stderr)
+        if p.warning:
+            print(f"{p.video}: warning: {p.warning}", file=sys.stderr)
         if p.topk:
             print(f"{p.video}: " + ", ".join(f"{lab} {prob:.3f}" for lab, prob in p.topk))
             if len(p.segments) > 1:

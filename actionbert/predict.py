@@ -28,7 +28,8 @@ from actionbert.data.sampling import circular_indices, clip_span
 
 @dataclass
 class Prediction:
-    """Result for one video. `error` is set (and the rest may be partial or empty) when decoding failed."""
+    """Result for one video. `error` is set (and the rest is empty) when the video cannot be read at all;
+    `warning` when decoding stopped part-way and the prediction uses the frames before the problem."""
 
     video: str
     topk: list[tuple[str, float]] = field(default_factory=list)
@@ -36,10 +37,12 @@ class Prediction:
     num_frames: int = 0
     fps: float = 0.0
     error: str | None = None
+    warning: str | None = None
 
     def to_dict(self) -> dict:
         return {"video": self.video, "topk": [{"label": lab, "probability": p} for lab, p in self.topk],
-                "segments": self.segments, "num_frames": self.num_frames, "fps": self.fps, "error": self.error}
+                "segments": self.segments, "num_frames": self.num_frames, "fps": self.fps, "error": self.error,
+                "warning": self.warning}
 
 
 class Predictor:
@@ -86,14 +89,11 @@ class Predictor:
             return pred
         pred.num_frames, pred.fps = meta.num_frames, meta.fps
         window_logits: list[torch.Tensor] = []
-        try:
-            size = (short_side_size(meta.height, meta.width, self.resize[0]) if self.info.get("keep_aspect")
-                    else self.resize)  # resized in the decoder's colour conversion: full-size frames never exist
-            for starts, logits, attention in self._windows(path, size):
-                window_logits.append(logits)
-                self._add_segments(pred, starts, logits, attention)
-        except VideoDecodeError as e:
-            pred.error = str(e)  # windows decoded before the error are kept
+        size = (short_side_size(meta.height, meta.width, self.resize[0]) if self.info.get("keep_aspect")
+                else self.resize)  # resized in the decoder's colour conversion: full-size frames never exist
+        for starts, logits, attention in self._windows(path, size, pred):
+            window_logits.append(logits)
+            self._add_segments(pred, starts, logits, attention)
         if window_logits:
             mean = torch.cat(window_logits).mean(dim=0)  # mean of raw logits over windows
             probs = mean.softmax(dim=0)
@@ -102,10 +102,10 @@ class Predictor:
             pred.topk = [(self.classes[i], round(float(v), 6)) for v, i in zip(values, idx.tolist())]
         return pred
 
-    def _windows(self, path, size) -> Iterable[tuple[list[int], torch.Tensor, torch.Tensor | None]]:
+    def _windows(self, path, size, pred: Prediction) -> Iterable[tuple[list[int], torch.Tensor, torch.Tensor | None]]:
         """Yield (window starts, logits (n, K), attention (n, T') or None) batch by batch."""
         batch, starts = [], []
-        for start, frames in self._window_frames(path, size):
+        for start, frames in self._window_frames(path, size, pred):
             batch.append(self.transform(frames))  # (3, L, S, S)
             starts.append(start)
             if len(batch) == self.batch_size:
@@ -114,17 +114,21 @@ class Predictor:
         if batch:
             yield starts, *self._run(batch)
 
-    def _window_frames(self, path, size) -> Iterable[tuple[int, torch.Tensor]]:
-        """Slide a window over the stream, keeping at most one span of frames in memory."""
+    def _window_frames(self, path, size, pred: Prediction) -> Iterable[tuple[int, torch.Tensor]]:
+        """Slide a window over the stream, keeping at most one span of frames in memory. A decoder error
+        part-way ends the stream there (recorded in `pred.warning`); the frames before it are used."""
         buffer: deque[torch.Tensor] = deque(maxlen=self.span)
         next_start, last_start, total = 0, None, 0
-        for index, frame in enumerate(iter_frames(path, size=size)):
-            buffer.append(frame)  # (H, W, 3)
-            total = index + 1
-            start = index - self.span + 1
-            if start == next_start:
-                yield start, torch.stack(list(buffer)[:: self.stride])  # (L, H, W, 3)
-                last_start, next_start = start, start + self.hop
+        try:
+            for index, frame in enumerate(iter_frames(path, size=size)):
+                buffer.append(frame)  # (H, W, 3)
+                total = index + 1
+                start = index - self.span + 1
+                if start == next_start:
+                    yield start, torch.stack(list(buffer)[:: self.stride])  # (L, H, W, 3)
+                    last_start, next_start = start, start + self.hop
+        except VideoDecodeError as e:
+            pred.warning = f"{e}; predicted from the {total} frames before it"
         if last_start is None and total:
             # shorter than one clip span: one circularly padded window (the paper's rule for short videos)
             frames = list(buffer)

@@ -274,3 +274,11 @@ train: {{out: {tmp_path / 'run'}, epochs: 1, batch_size: 2, lr: 1.0e-3}}
     assert main(["ablate", str(cfg), "--grid", "head=tgap,bert", "--seeds", "1", "--views", "1x1",
                  "--out", str(tmp_path / "abl"), "--quiet"]) == 0
     assert "| tgap |" in (tmp_path / "abl" / "ablation.md").read_text()
+
+
+def test_predict_keeps_the_frames_before_a_decoder_error(trained, tmp_path, video_tools):
+    model, info = load_model(trained)
+    cut = video_tools.write_truncated_mp4(tmp_path / "cut.mp4", 60)
+    pred = Predictor(model, info).predict(cut)
+    assert pred.error is None and pred.topk and pred.segments
+    assert "cut.mp4" in pred.warning and "frames before it" in pred.warning
