@@ -282,3 +282,10 @@ def test_predict_keeps_the_frames_before_a_decoder_error(trained, tmp_path, vide
     pred = Predictor(model, info).predict(cut)
     assert pred.error is None and pred.topk and pred.segments
     assert "cut.mp4" in pred.warning and "frames before it" in pred.warning
+
+
+def test_early_stopping_ends_the_run(prepared, tmp_path):
+    # lr 0 and frozen BatchNorm statistics: the model never changes, validation top-1 cannot improve after
+    # epoch 0, so patience 1 stops after epoch 1
+    result = train(tiny_config(prepared, tmp_path / "es", epochs=5, lr=0.0, early_stopping=1, freeze_bn=True))
+    assert [r["epoch"] for r in result.history] == [0, 1] and result.best_epoch == 0
