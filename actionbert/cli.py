@@ -275,6 +275,7 @@ def _args_eval(p: argparse.ArgumentParser) -> None:
     p.add_argument("--precision", default="fp32", choices=["fp32", "bf16", "fp16"])
     p.add_argument("--batch-size", type=int, default=4)
     p.add_argument("--workers", type=int, default=0)
+    p.add_argument("--eager", action="store_true", help="run the model as trained (no BatchNorm folding/compile)")
 
 
 def _run_eval(args: argparse.Namespace) -> int:
@@ -294,7 +295,7 @@ def _run_eval(args: argparse.Namespace) -> int:
 
     report = evaluate(args.model, data=args.data, split=args.split, views=args.views,
                       temporal_check=args.temporal_check, out=out, device=args.device, precision=args.precision,
-                      batch_size=args.batch_size, workers=args.workers, on_batch=on_batch,
+                      batch_size=args.batch_size, workers=args.workers, fast=not args.eager, on_batch=on_batch,
                       on_failure=lambda vid, reason: tqdm.write(f"warning: skipped {vid}: {reason}"))
     bar.close()
     v = report["video"]
@@ -325,6 +326,7 @@ def _args_predict(p: argparse.ArgumentParser) -> None:
     p.add_argument("--device", default="auto")
     p.add_argument("--precision", default="fp32", choices=["fp32", "bf16", "fp16"])
     p.add_argument("--batch-size", type=int, default=4)
+    p.add_argument("--eager", action="store_true", help="run the model as trained (no BatchNorm folding/compile)")
 
 
 def _run_predict(args: argparse.Namespace) -> int:
@@ -339,7 +341,7 @@ def _run_predict(args: argparse.Namespace) -> int:
     device = select_device(args.device)
     model, info = load_model(args.model)
     predictor = Predictor(model, info, device=device, precision=args.precision, hop=args.hop,
-                          batch_size=args.batch_size)
+                          batch_size=args.batch_size, fast=not args.eager)
     writer = None
     if args.csv:
         writer = csv.writer(sys.stdout)

@@ -67,7 +67,7 @@ def select_windows(count: int, clips: int) -> list[int]:
 
 def evaluate(model_path: str | Path, *, data: str | Path, split: str = "val", views: str = "all",
              temporal_check: bool = False, out: str | Path | None = None, device: str = "auto",
-             precision: str = "fp32", batch_size: int = 4, workers: int = 0, seed: int = 0,
+             precision: str = "fp32", batch_size: int = 4, workers: int = 0, seed: int = 0, fast: bool = True,
              on_batch: Callable[[int, int], None] = lambda done, total: None,
              on_failure: Callable[[str, str], None] = lambda vid, reason: None) -> dict:
     """Evaluate a checkpoint or model folder on a prepared split; returns (and writes) the JSON report.
@@ -80,12 +80,14 @@ def evaluate(model_path: str | Path, *, data: str | Path, split: str = "val", vi
         temporal_check: also evaluate frame-reversed and frame-shuffled clips.
         out: folder for `report.json`, `confusion.csv`, `confusion.png`, `predictions.csv` (None: write nothing).
         batch_size: test items (windows) per forward pass; each carries all its crops.
+        fast: evaluate the prepared inference copy (BatchNorm folded, channels-last, compiled where it pays).
     """
+    from actionbert.inference import prepare_for_inference
     from actionbert.data import VideoClipDataset, collate_clips, eval_transform, load_split, ten_crop_transform
 
     dev = runtime.select_device(device)
     model, info = load_model(model_path, map_location="cpu")
-    model = model.to(dev).eval()
+    model = prepare_for_inference(model, precision=precision, device=dev) if fast else model.to(dev).eval()
     samples, classes = load_split(data, split)
     if list(classes) != list(info["classes"]):
         raise CheckpointError(f"{model_path}: trained on classes {info['classes']} but {data} has {classes}")
@@ -126,7 +128,7 @@ def evaluate(model_path: str | Path, *, data: str | Path, split: str = "val", vi
             flat = x.flatten(0, 1)  # (B*V, 3, T, S, S)
             for order in orders:
                 clip = {"original": flat, "reversed": flat.flip(2), "shuffled": flat[:, :, shuffle]}[order]
-                with runtime.autocast(dev, precision):
+                with runtime.autocast(dev, "fp32" if fast else precision):  # the prepared copy autocasts itself
                     logits = model(clip.to(dev)).float().cpu().view(B, V, -1)  # (B, V, K)
                 clip_logits[order].append(logits.mean(dim=1))  # (B, K): mean over crops
                 for i, vid in enumerate(batch["video_id"]):

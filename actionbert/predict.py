@@ -56,14 +56,19 @@ class Predictor:
         precision: "fp32" or "bf16"/"fp16" autocast.
         hop: frames between window starts (default: one clip span, i.e. non-overlapping windows).
         batch_size: windows per forward pass.
+        fast: run the prepared inference copy (`inference.prepare_for_inference`: BatchNorm folded,
+            channels-last, compiled where it pays); False runs the model as it is.
     """
 
     def __init__(self, model, info: dict, *, device: torch.device | str = "cpu", precision: str = "fp32",
-                 hop: int | None = None, batch_size: int = 4) -> None:
+                 hop: int | None = None, batch_size: int = 4, fast: bool = True) -> None:
         from actionbert.data.transforms import eval_transform
+        from actionbert.inference import prepare_for_inference
 
         self.device = torch.device(device)
-        self.model = model.to(self.device).eval()
+        self.model = (prepare_for_inference(model, precision=precision, device=self.device) if fast
+                      else model.to(self.device).eval())
+        self.fast = fast
         self.info = info
         self.classes = list(info["classes"])
         self.clip_len = int(info["clip_len"])
@@ -140,7 +145,7 @@ class Predictor:
     @torch.inference_mode()
     def _run(self, batch: list[torch.Tensor]) -> tuple[torch.Tensor, torch.Tensor | None]:
         x = torch.stack(batch).to(self.device)  # (n, 3, L, S, S)
-        with runtime.autocast(self.device, self.precision):
+        with runtime.autocast(self.device, "fp32" if self.fast else self.precision):  # prepared: autocasts itself
             logits, attention = self.model.forward_with_attention(x)
         if attention is not None:
             attention = attention.float().mean(dim=1)[:, 1:].cpu()  # (n, T'): CLS -> tokens, mean over heads

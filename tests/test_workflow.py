@@ -289,3 +289,17 @@ def test_early_stopping_ends_the_run(prepared, tmp_path):
     # epoch 0, so patience 1 stops after epoch 1
     result = train(tiny_config(prepared, tmp_path / "es", epochs=5, lr=0.0, early_stopping=1, freeze_bn=True))
     assert [r["epoch"] for r in result.history] == [0, 1] and result.best_epoch == 0
+
+
+def test_fast_inference_path_matches_the_eager_model(prepared, trained, tmp_path):
+    fast = evaluate(trained, data=prepared, split="val", views="1x1")
+    eager = evaluate(trained, data=prepared, split="val", views="1x1", fast=False)
+    assert fast["predictions"] == eager["predictions"]
+    model, info = load_model(trained)
+    video = _long_video(tmp_path / "v.mp4", 40)
+    a = Predictor(model, info).predict(video)
+    b = Predictor(model, info, fast=False).predict(video)
+    assert [s["label"] for s in a.segments] == [s["label"] for s in b.segments]
+    for x, y in zip(a.segments, b.segments):
+        assert x["score"] == pytest.approx(y["score"], abs=1e-3)
+        assert x["attention"] == pytest.approx(y["attention"], abs=1e-3)
