@@ -171,7 +171,7 @@ def main(argv: list[str] | None = None) -> int:
             shutil.rmtree(work, ignore_errors=True)
 
     names = ["(a) video", "(b) cache", "(c) jpeg PIL", "(c') jpeg cv2"]
-    print(f"\n32-frame training clip reads, clips per second per core (CPU time; wall-clock in brackets)")
+    print("\n32-frame training clip reads, clips per second per core (CPU time; wall-clock in brackets)")
     header = f"{'codec':<20} {'kbit/s':>7} " + " ".join(f"{n:>20}" for n in names) + f" {'b/c':>6} {'a/c':>6}"
     print(header)
     print("-" * len(header))

@@ -13,7 +13,7 @@ import pytest
 import torch
 from torch import nn
 
-from actionbert.inference import (InferenceModel, find_conv_bn_pairs, fold_batchnorm, prepare_for_inference)
+from actionbert.inference import InferenceModel, find_conv_bn_pairs, fold_batchnorm, prepare_for_inference
 from actionbert.models import build_model
 
 K = 7  # a non-default class count
@@ -119,7 +119,7 @@ def test_fold_searches_inside_untraceable_modules():
     # VideoClassifier.forward_features checks the input's shape in Python, so fx cannot trace the classifier;
     # the BNs inside its backbone must still be found
     model = _tiny(backbone="r2plus1d_tiny", head="bert")
-    with pytest.raises(Exception):
+    with pytest.raises(torch.fx.proxy.TraceError):
         torch.fx.symbolic_trace(model)
     pairs = find_conv_bn_pairs(model)
     assert len(pairs) == _count_bn(model)
@@ -186,6 +186,9 @@ class FakeCompiled:
         self.module, self.fail, self.calls = module, fail, 0
 
     def __call__(self, x):
+        import torch._inductor.config as inductor_config
+
+        assert inductor_config.freezing, "compiled calls must run with Inductor's weight freezing on"
         self.calls += 1
         if self.fail:
             raise RuntimeError("InductorError: no working C++ compiler")
@@ -196,7 +199,6 @@ def _patch_compile(monkeypatch, *, fail_on_call: bool = False) -> list[FakeCompi
     made: list[FakeCompiled] = []
 
     def fake_compile(module, **kwargs):
-        assert kwargs.get("options", {}).get("freezing") is True
         made.append(FakeCompiled(module, fail_on_call))
         return made[-1]
 
@@ -287,3 +289,26 @@ def test_compiled_equals_eager():
     logits, attention = prepared.forward_with_attention(x)
     assert prepared.report.compiled, prepared.report.summary()
     assert _rel(logits, ref_logits) < 1e-4 and _rel(attention, ref_attention) < 1e-4
+
+
+# ------------------------------------------------------------------------------------------ predictor
+def test_predictor_runs_a_prepared_model(tmp_path):
+    """The Predictor accepts an InferenceModel in place of the classifier and gives the same timeline."""
+    import numpy as np
+
+    from actionbert.data.synthetic import write_video
+    from actionbert.predict import Predictor
+
+    model = _tiny(backbone="r2plus1d_tiny", head="bert")
+    info = {"classes": [f"c{k}" for k in range(K)], "clip_len": CLIP[2], "frame_stride": 1, "input_size": 32,
+            "resize": [36, 48], "keep_aspect": False, "norm": "torchvision"}
+    pixels = np.random.default_rng(0).integers(0, 255, (40, 48, 64, 3), dtype=np.uint8)
+    video = write_video(tmp_path / "v.mp4", pixels, fps=10)
+    eager = Predictor(model, info, hop=8).predict(video, topk=3)
+    fast = Predictor(prepare_for_inference(model, compile=False), info, hop=8).predict(video, topk=3)
+    assert eager.error is None and fast.error is None and len(fast.segments) == len(eager.segments) > 1
+    assert [lab for lab, _ in fast.topk] == [lab for lab, _ in eager.topk]
+    for (_, p), (_, q) in zip(fast.topk, eager.topk, strict=True):
+        assert p == pytest.approx(q, abs=1e-4)
+    for a, b in zip(fast.segments, eager.segments, strict=True):
+        assert a["attention"] == pytest.approx(b["attention"], abs=1e-3)

@@ -1,0 +1,508 @@
+"""Speed of actionbert against this machine's own compute limit (issue 6).
+
+What it measures, all in one run so that every ratio compares numbers taken side by side:
+
+1. The peak matrix-product rate, fp32 and bf16: the best of several large square `torch.mm` sizes, measured at
+   the start and again at the end of the run (the higher of the two is the reference "peak").
+2. Inference, for R(2+1)D-34+BERT (32 frames), ResNeXt-101+BERT+FRAB (64 frames) and R(2+1)D-18+BERT
+   (16 frames) at 112x112, batch 1 and 4:
+   (a) naive: eager fp32, contiguous tensors, `torch.no_grad` (how the reference runs);
+   (b) default: `actionbert.inference.prepare_for_inference(model)` (BN folded, channels-last 3D, inference
+       mode, torch.compile with freezing where it pays);
+   (c) bf16: the same with `precision="bf16"`.
+   Clips/s, GFLOP/s (FLOPs of one forward from `torch.utils.flop_counter.FlopCounterMode`, counted on the meta
+   device; 1 multiply-add = 2 FLOPs, as for the matrix product) and the fraction of the measured peak of the
+   same precision. The three paths are timed round-robin (a, b, c, a, b, c, ...) after warm-up, so machine
+   load drifts affect them alike; medians are reported. Compile time is reported apart, never mixed into the
+   throughput. Checks: default-path logits equal the naive ones within 1e-4 (max |diff| / max |naive|), and
+   bf16 top-1 equals fp32 top-1 on the benchmark clips.
+3. One training step (zero_grad + forward + cross-entropy + backward + AdamW step), naive (fp32, contiguous,
+   for-loop AdamW) against bf16 autocast + channels-last, and the same with PyTorch's fused AdamW; round-robin,
+   same model and batch.
+4. The demo configuration's loader against its training step: clips/s from a DataLoader over a synthetic
+   dataset prepared with the decoded-frame cache (tiny R(2+1)D, 32 frames, resize 56x72, crop 48, batch 8,
+   the demo's worker count) against clips/s of the demo's training step; their ratio must be >= 3.
+
+Run: `python benchmarks/speed.py` (full run: about 5 minutes on 2 cores), `--quick` for a smoke run,
+`--models r34 r18 --batch 1 --repeats 3` for subsets. Prints markdown tables; `--json FILE` saves raw numbers.
+"""
+
+from __future__ import annotations
+
+import argparse
+import copy
+import json
+import math
+import os
+import platform
+import statistics
+import sys
+import tempfile
+import time
+from collections.abc import Callable
+from datetime import datetime
+from pathlib import Path
+
+import torch
+from torch import nn
+from torch.nn import functional as F
+from torch.utils import flop_counter
+from torch.utils.flop_counter import FlopCounterMode
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from actionbert.inference import prepare_for_inference  # noqa: E402 (after the sys.path line)
+from actionbert.models import build_model  # noqa: E402
+
+MODELS: dict[str, tuple[str, dict]] = {
+    "r34": ("R(2+1)D-34+BERT", dict(backbone="r2plus1d_34", head="bert", clip_len=32)),
+    "rx101": ("ResNeXt-101+BERT+FRAB", dict(backbone="resnext101_3d", head="bert", clip_len=64, reduction="frab")),
+    "r18": ("R(2+1)D-18+BERT", dict(backbone="r2plus1d_18", head="bert", clip_len=16)),
+}
+NUM_CLASSES = 51  # HMDB51
+SIZE = 112
+
+# Targets of issue 6 (medians on this machine).
+TARGET_FP32_PEAK, TARGET_FP32_SPEEDUP = 0.85, 1.5
+TARGET_BF16_PEAK, TARGET_BF16_SPEEDUP = 0.75, 3.0
+TARGET_TRAIN_SPEEDUP = 2.0
+TARGET_LOADER_RATIO = 3.0
+
+
+# --------------------------------------------------------------------------------------------- helpers
+def log(msg: str) -> None:
+    print(msg, file=sys.stderr, flush=True)
+
+
+def timed(fn: Callable[[], object]) -> float:
+    t0 = time.perf_counter()
+    fn()
+    return time.perf_counter() - t0
+
+
+class PeakProbe:
+    """The matrix-product rate sampled inside every timing round, next to the model timings.
+
+    On a shared machine the peak measured at the start can come from a quieter moment than the model timings;
+    the median of these samples is the peak under the same conditions ("of round peak" in the tables).
+    """
+
+    def __init__(self, sizes: dict[str, int]) -> None:
+        dtypes = {"fp32": torch.float32, "bf16": torch.bfloat16}
+        self.mats = {k: (torch.randn(n, n).to(dtypes[k]), torch.randn(n, n).to(dtypes[k])) for k, n in sizes.items()}
+        self.samples: dict[str, list[float]] = {k: [] for k in sizes}
+
+    def sample(self) -> None:
+        for k, (a, b) in self.mats.items():
+            t = min(timed(lambda a=a, b=b: torch.mm(a, b)) for _ in range(3))
+            self.samples[k].append(2 * a.shape[0] ** 3 / t / 1e9)
+
+    def median(self, k: str) -> float:
+        return statistics.median(self.samples[k])
+
+
+def round_robin(fns: dict[str, Callable[[], object]], repeats: int,
+                probe: PeakProbe | None = None) -> dict[str, list[float]]:
+    """Time each function `repeats` times, interleaved (a, b, c, a, b, c, ...); seconds per call."""
+    times: dict[str, list[float]] = {k: [] for k in fns}
+    for _ in range(repeats):
+        if probe is not None:
+            probe.sample()
+        for k, fn in fns.items():
+            times[k].append(timed(fn))
+    return times
+
+
+def rel_diff(a: torch.Tensor, b: torch.Tensor) -> float:
+    return float((a.float() - b.float()).abs().max() / b.float().abs().max().clamp_min(1e-12))
+
+
+def trained_like(model: nn.Module, seed: int = 0) -> nn.Module:
+    """Give BatchNorm layers non-trivial statistics (fresh ones are identities in eval mode, which would make
+    the folding check vacuous). Speed does not depend on the values."""
+    g = torch.Generator().manual_seed(seed)
+    with torch.no_grad():
+        for m in model.modules():
+            if isinstance(m, nn.modules.batchnorm._BatchNorm):
+                n = m.num_features
+                m.running_mean.copy_((torch.rand(n, generator=g) - 0.5) * 0.2)
+                m.running_var.copy_(0.8 + 0.45 * torch.rand(n, generator=g))
+                m.weight.copy_(0.8 + 0.4 * torch.rand(n, generator=g))
+                m.bias.copy_((torch.rand(n, generator=g) - 0.5) * 0.2)
+    return model
+
+
+# ------------------------------------------------------------------------------------------------ peak
+def matmul_peak(dtype: torch.dtype, sizes: list[int], repeats: int) -> tuple[float, int]:
+    """Best GFLOP/s of an n x n x n matrix product (2 n^3 FLOPs) over `sizes`; returns (GFLOP/s, best n)."""
+    best, best_n = 0.0, 0
+    for n in sizes:
+        a = torch.randn(n, n).to(dtype)
+        b = torch.randn(n, n).to(dtype)
+        torch.mm(a, b)  # warm-up (oneDNN/BLAS primitive creation)
+        t = min(timed(lambda a=a, b=b: torch.mm(a, b)) for _ in range(repeats))
+        rate = 2 * n**3 / t / 1e9
+        if rate > best:
+            best, best_n = rate, n
+    return best, best_n
+
+
+# ----------------------------------------------------------------------------------------------- FLOPs
+def _conv_backward_flop(grad_out_shape, x_shape, w_shape, bias, stride, padding, dilation, transposed,
+                        output_padding, groups, output_mask, out_shape, **kwargs) -> int:
+    """Convolution backward FLOPs with grouped convolutions counted right.
+
+    torch's formula counts the weight gradient of a grouped convolution as if it were dense (`groups` times too
+    many FLOPs: 32x for ResNeXt). For a plain convolution, the input gradient and the weight gradient each cost
+    exactly what the forward costs, which uses the weight shape (C_out, C_in / groups, k...) and so is right.
+    """
+    if transposed:
+        return flop_counter.conv_backward_flop(grad_out_shape, x_shape, w_shape, bias, stride, padding, dilation,
+                                               transposed, output_padding, groups, output_mask, out_shape)
+    forward = flop_counter.conv_flop_count(x_shape, w_shape, grad_out_shape, transposed=False)
+    return forward * (int(bool(output_mask[0])) + int(bool(output_mask[1])))
+
+
+def count_flops(kw: dict, batch: int, *, train: bool) -> int:
+    """FLOPs of one forward (or forward + backward) at this batch, counted on the meta device (no compute)."""
+    mapping = {torch.ops.aten.convolution_backward: _conv_backward_flop}
+    with torch.device("meta"):
+        model = build_model(num_classes=NUM_CLASSES, **kw).train(train)
+        x = torch.empty(batch, 3, kw["clip_len"], SIZE, SIZE)
+        with FlopCounterMode(display=False, custom_mapping=mapping) as counter:
+            if train:
+                F.cross_entropy(model(x), torch.zeros(batch, dtype=torch.long)).backward()
+            else:
+                model(x)
+    return counter.get_total_flops()
+
+
+# ------------------------------------------------------------------------------------------- inference
+def bench_inference(key: str, batches: list[int], repeats: int, peaks: dict[str, float],
+                    probe_sizes: dict[str, int]) -> list[dict]:
+    name, kw = MODELS[key]
+    torch._dynamo.reset()  # a fresh compile budget (Dynamo's recompile limit) per model
+    torch.manual_seed(0)
+    model = trained_like(build_model(num_classes=NUM_CLASSES, **kw)).eval()
+    paths = {"naive": model}
+    for mode, precision in (("default", "fp32"), ("bf16", "bf16")):
+        paths[mode] = prepare_for_inference(model, precision=precision)
+    rows = []
+    for batch in batches:
+        flops = count_flops(kw, batch, train=False)
+        x = torch.randn(batch, 3, kw["clip_len"], SIZE, SIZE, generator=torch.Generator().manual_seed(batch))
+
+        def naive(x=x):
+            with torch.no_grad():
+                return model(x)
+
+        calls = {"naive": naive, "default": lambda x=x: paths["default"](x), "bf16": lambda x=x: paths["bf16"](x)}
+        outputs, warm = {}, {}
+        for mode, fn in calls.items():
+            log(f"  {name} b{batch} {mode}: warm-up")
+            t0 = time.perf_counter()
+            outputs[mode] = fn()
+            # "auto" compiles a heavy shape on its 2nd call; then 2 more calls (first runs of new kernels)
+            for _ in range(1 if mode == "naive" else 3):
+                outputs[mode] = fn()
+            warm[mode] = time.perf_counter() - t0
+        log(f"  {name} b{batch}: timing {repeats} rounds")
+        probe = PeakProbe(probe_sizes)
+        times = round_robin(calls, repeats, probe)
+        ref = outputs["naive"]
+        base = statistics.median(times["naive"])
+        for mode in calls:
+            t = statistics.median(times[mode])
+            peak = peaks["bf16"] if mode == "bf16" else peaks["fp32"]
+            report = getattr(paths[mode], "report", None)
+            row = {"model": name, "key": key, "batch": batch, "mode": mode, "seconds": t, "times": times[mode],
+                   "clips_per_s": batch / t, "gflops_per_clip": flops / batch / 1e9, "gflop_s": flops / t / 1e9,
+                   "peak_fraction": flops / t / 1e9 / peak, "speedup": base / t, "warmup_s": warm[mode],
+                   "round_peak": probe.median("bf16" if mode == "bf16" else "fp32"),
+                   "compile_s": report.compiled_shapes.get(tuple(x.shape), 0.0) if report else 0.0,
+                   "path": report.summary() if report else "eager fp32 contiguous, no_grad"}
+            if mode == "default":
+                row["rel_diff_vs_naive"] = rel_diff(outputs[mode], ref)
+            if mode == "bf16":
+                row["rel_diff_vs_naive"] = rel_diff(outputs[mode], ref)
+                row["top1_agree"] = int((outputs[mode].argmax(1) == ref.argmax(1)).sum())
+                top2 = ref.topk(2, dim=1).values
+                row["min_top1_margin"] = float((top2[:, 0] - top2[:, 1]).min())
+            rows.append(row)
+    return rows
+
+
+# -------------------------------------------------------------------------------------------- training
+def _train_step(model: nn.Module, opt: torch.optim.Optimizer, x: torch.Tensor, y: torch.Tensor,
+                precision: str) -> None:
+    opt.zero_grad(set_to_none=True)
+    with torch.autocast("cpu", dtype=torch.bfloat16, enabled=precision == "bf16"):
+        logits = model(x)
+    F.cross_entropy(logits.float(), y).backward()
+    opt.step()
+
+
+def bench_train(key: str, batch: int, repeats: int, peaks: dict[str, float], probe_sizes: dict[str, int],
+                modes: tuple[str, ...] = ("naive", "bf16+cl", "bf16+cl+fused")) -> list[dict]:
+    name, kw = MODELS[key]
+    torch.manual_seed(0)
+    base_model = build_model(num_classes=NUM_CLASSES, **kw)
+    flops = count_flops(kw, batch, train=True)
+    x = torch.randn(batch, 3, kw["clip_len"], SIZE, SIZE, generator=torch.Generator().manual_seed(1))
+    y = torch.arange(batch) % NUM_CLASSES
+    # (precision, memory format, fused AdamW); the reference used PyTorch's for-loop AdamW
+    setups = {"naive": ("fp32", torch.contiguous_format, False), "fp32+cl": ("fp32", torch.channels_last_3d, False),
+              "bf16+cl": ("bf16", torch.channels_last_3d, False),
+              "bf16+cl+fused": ("bf16", torch.channels_last_3d, True)}
+    calls = {}
+    for mode in modes:
+        precision, fmt, fused = setups[mode]
+        model = copy.deepcopy(base_model).train().to(memory_format=fmt)
+        opt = torch.optim.AdamW(model.parameters(), lr=1e-4, fused=fused or None)
+        xm = x.contiguous(memory_format=fmt)
+        calls[mode] = (lambda m=model, o=opt, xm=xm, p=precision: _train_step(m, o, xm, y, p))
+    del base_model
+    for mode, fn in calls.items():
+        log(f"  {name} train b{batch} {mode}: warm-up")
+        fn()
+    log(f"  {name} train b{batch}: timing {repeats} rounds")
+    probe = PeakProbe(probe_sizes)
+    times = round_robin(calls, repeats, probe)
+    base = statistics.median(times["naive"]) if "naive" in times else math.nan
+    rows = []
+    for mode in calls:
+        t = statistics.median(times[mode])
+        peak = peaks["bf16"] if mode.startswith("bf16") else peaks["fp32"]
+        rows.append({"model": name, "key": key, "batch": batch, "mode": mode, "seconds": t, "times": times[mode],
+                     "clips_per_s": batch / t, "gflop_s": flops / t / 1e9, "peak_fraction": flops / t / 1e9 / peak,
+                     "speedup": base / t, "gflops_per_clip": flops / batch / 1e9,
+                     "round_peak": probe.median("bf16" if mode.startswith("bf16") else "fp32")})
+    return rows
+
+
+# ---------------------------------------------------------------------------------------------- loader
+def bench_loader(repeats: int, videos_per_class: int) -> dict:
+    """Demo configuration: DataLoader throughput over the cached synthetic dataset vs training-step throughput."""
+    from torch.utils.data import DataLoader
+
+    from actionbert.config import DataConfig, TrainConfig
+    from actionbert.data import (VideoClipDataset, collate_clips, load_split, make_synthetic_dataset,
+                                 prepare_dataset, train_transform)
+    from actionbert.demo import DemoConfig
+
+    demo = DemoConfig()
+    workers, precision, channels_last = demo.workers, TrainConfig().precision, TrainConfig().channels_last
+    norm = DataConfig().norm or "torchvision"
+    with tempfile.TemporaryDirectory(prefix="actionbert-speed-") as tmp:
+        log(f"  loader: writing {videos_per_class} synthetic videos per class and preparing the cache")
+        raw = make_synthetic_dataset(Path(tmp) / "videos", videos_per_class=videos_per_class,
+                                     num_frames=demo.num_frames, clip_len=demo.clip_len, seed=0)
+        prepare_dataset(raw, Path(tmp) / "prepared", val_fraction=0.25, seed=0, cache=True,
+                        cache_short_side=min(demo.resize))
+        samples, classes = load_split(Path(tmp) / "prepared", "train")
+        if not all(s.cache for s in samples):
+            raise RuntimeError("prepare_dataset(cache=True) left videos without a cache file")
+        dataset = VideoClipDataset(samples, clip_len=demo.clip_len, mode="train", seed=0,
+                                   transform=train_transform(resize=demo.resize, crop_size=demo.crop, norm=norm))
+        loader = DataLoader(dataset, batch_size=demo.batch_size, shuffle=True, num_workers=workers,
+                            collate_fn=collate_clips, drop_last=True, persistent_workers=workers > 0)
+
+        def epoch() -> int:
+            n = 0
+            for batch in loader:
+                n += batch["video"].shape[0]
+            return n
+
+        clips = epoch()  # warm-up: worker start, page cache
+        loader_times = [timed(epoch) for _ in range(repeats)]
+        loader_rate = clips / statistics.median(loader_times)
+
+        torch.manual_seed(0)
+        model = build_model(backbone="r2plus1d_tiny", head="bert", num_classes=len(classes), clip_len=demo.clip_len,
+                            input_size=demo.crop)
+        fmt = torch.channels_last_3d if channels_last else torch.contiguous_format
+        model = model.train().to(memory_format=fmt)
+        opt = torch.optim.AdamW(model.parameters(), lr=demo.lr)
+        x = next(iter(loader))["video"].contiguous(memory_format=fmt)  # (8, 3, 32, 48, 48)
+        y = torch.arange(x.shape[0]) % len(classes)
+        steps = max(3, clips // demo.batch_size)
+
+        def step():
+            _train_step(model, opt, x, y, precision)
+
+        for _ in range(3):
+            step()
+        step_times = [timed(step) for _ in range(steps * repeats)]
+        model_rate = x.shape[0] / statistics.median(step_times)
+        if workers > 0:
+            del loader  # stop persistent workers before the folder goes
+    return {"config": f"r2plus1d_tiny+bert, {demo.clip_len}x{demo.crop}x{demo.crop}, resize {demo.resize}, "
+                      f"batch {demo.batch_size}, {workers} worker(s), train {precision}"
+                      f"{' channels-last' if channels_last else ''}",
+            "clips_per_epoch": clips, "loader_clips_per_s": loader_rate, "model_clips_per_s": model_rate,
+            "ratio": loader_rate / model_rate}
+
+
+# ------------------------------------------------------------------------------------------------ report
+def md_table(rows: list[dict], cols: list[tuple[str, str, str]]) -> str:
+    head = "| " + " | ".join(c[1] for c in cols) + " |"
+    sep = "|" + "|".join("---" for _ in cols) + "|"
+    lines = [head, sep]
+    for r in rows:
+        cells = []
+        for key, _, fmt in cols:
+            v = r.get(key, "")
+            cells.append(format(v, fmt) if fmt and isinstance(v, (int, float)) else str(v))
+        lines.append("| " + " | ".join(cells) + " |")
+    return "\n".join(lines)
+
+
+def verdict(ok: bool) -> str:
+    return "met" if ok else "NOT met"
+
+
+def machine() -> str:
+    cpu = platform.processor() or "?"
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                cpu = line.split(":", 1)[1].strip()
+                break
+    except OSError:
+        pass
+    load = os.getloadavg() if hasattr(os, "getloadavg") else ("?",) * 3
+    return (f"{datetime.now():%Y-%m-%d %H:%M}, nproc {os.cpu_count()}, {cpu}, torch {torch.__version__} "
+            f"({torch.get_num_threads()} threads), Python {platform.python_version()}, "
+            f"load average at start {load[0]:.2f}")
+
+
+def cpu_seconds() -> tuple[float, float]:
+    """(busy CPU seconds of the whole machine from /proc/stat, CPU seconds of this process and its children)."""
+    import resource
+
+    own = sum(getattr(resource.getrusage(who), f) for who in (resource.RUSAGE_SELF, resource.RUSAGE_CHILDREN)
+              for f in ("ru_utime", "ru_stime"))
+    try:
+        fields = [int(v) for v in Path("/proc/stat").read_text().splitlines()[0].split()[1:]]
+        busy = (sum(fields) - fields[3] - fields[4]) / os.sysconf("SC_CLK_TCK")  # minus idle and iowait
+    except (OSError, ValueError, IndexError):
+        busy = math.nan
+    return busy, own
+
+
+def main(argv: list[str] | None = None) -> int:
+    p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    p.add_argument("--models", nargs="+", choices=list(MODELS), default=list(MODELS))
+    p.add_argument("--batch", nargs="+", type=int, default=[1, 4])
+    p.add_argument("--repeats", type=int, default=3, help="timed rounds per measurement (median reported)")
+    p.add_argument("--train-batch", type=int, default=1, help="batch of the training-step measurement")
+    p.add_argument("--train-models", nargs="+", choices=list(MODELS), default=None,
+                   help="models of the training-step measurement (default: --models)")
+    p.add_argument("--skip", nargs="*", default=[], choices=["inference", "train", "loader"])
+    p.add_argument("--quick", action="store_true", help="smoke run: R(2+1)D-18 only, batch 1, 2 repeats")
+    p.add_argument("--json", type=Path, help="also write the raw results here")
+    args = p.parse_args(argv)
+    if args.quick:
+        args.models, args.batch, args.repeats = ["r18"], [1], 2
+    train_models = args.train_models or args.models
+    started = time.perf_counter()
+    busy0, own0 = cpu_seconds()
+    info = machine()
+    print(f"# actionbert speed benchmark\n\n{info}\n")
+
+    sizes = [1024, 2048] if args.quick else [1024, 2048, 3072, 4096]
+    log("peak: matrix products")
+    peak_start = {"fp32": matmul_peak(torch.float32, sizes, 5), "bf16": matmul_peak(torch.bfloat16, sizes, 5)}
+
+    results: dict = {"machine": info, "peak_start": peak_start}
+    provisional = {k: v[0] for k, v in peak_start.items()}
+    probe_sizes = {k: v[1] for k, v in peak_start.items()}  # the best size of each dtype
+    inference, training, loader = [], [], None
+    if "inference" not in args.skip:
+        for key in args.models:
+            log(f"inference: {MODELS[key][0]}")
+            inference += bench_inference(key, args.batch, args.repeats, provisional, probe_sizes)
+    if "train" not in args.skip:
+        for key in train_models:
+            log(f"training step: {MODELS[key][0]}")
+            training += bench_train(key, args.train_batch, args.repeats, provisional, probe_sizes)
+    if "loader" not in args.skip:
+        log("loader vs model: demo configuration")
+        loader = bench_loader(args.repeats, videos_per_class=4 if args.quick else 8)
+
+    log("peak: matrix products again")
+    peak_end = {"fp32": matmul_peak(torch.float32, sizes, 5), "bf16": matmul_peak(torch.bfloat16, sizes, 5)}
+    peaks = {k: max(peak_start[k][0], peak_end[k][0]) for k in peak_start}
+    for row in inference + training:  # fractions against the higher of the two peak measurements
+        row["peak_fraction"] = row["gflop_s"] / (peaks["bf16"] if row["mode"].startswith("bf16") else peaks["fp32"])
+        row["round_peak_fraction"] = row["gflop_s"] / row["round_peak"]
+    results.update(peak_end=peak_end, peak=peaks, inference=inference, training=training, loader=loader)
+
+    print("## Peak matrix-product rate (GFLOP/s, best of n x n products, n in "
+          f"{sizes})\n\n| dtype | start of run | end of run | peak used |\n|---|---|---|---|")
+    for k in peaks:
+        print(f"| {k} | {peak_start[k][0]:.0f} (n={peak_start[k][1]}) | {peak_end[k][0]:.0f} (n={peak_end[k][1]}) "
+              f"| {peaks[k]:.0f} |")
+    if inference:
+        print("\n## Inference (112x112; medians of round-robin timings)\n")
+        print(md_table(inference, [("model", "model", ""), ("batch", "batch", "d"), ("mode", "path", ""),
+                                   ("gflops_per_clip", "GFLOP/clip", ".1f"), ("clips_per_s", "clips/s", ".2f"),
+                                   ("gflop_s", "GFLOP/s", ".0f"), ("peak_fraction", "of peak", ".0%"),
+                                   ("round_peak_fraction", "of round peak", ".0%"), ("speedup", "vs naive", ".2f"),
+                                   ("compile_s", "compile s", ".0f")]))
+        print("\nof peak: fp32 paths against the fp32 peak, bf16 against the bf16 peak (the higher of start and end). "
+              "of round peak: against the median matrix-product rate sampled inside the same timing rounds. "
+              "compile s: first compiled call of that shape (compilation + one run), not included in clips/s.")
+    if training:
+        print("\n## Training step (forward + backward + AdamW; medians of round-robin timings)\n")
+        print(md_table(training, [("model", "model", ""), ("batch", "batch", "d"), ("mode", "path", ""),
+                                  ("gflops_per_clip", "GFLOP/clip", ".1f"), ("clips_per_s", "clips/s", ".3f"),
+                                  ("gflop_s", "GFLOP/s", ".0f"), ("peak_fraction", "of peak", ".0%"),
+                                  ("round_peak_fraction", "of round peak", ".0%"), ("speedup", "vs naive", ".2f")]))
+    if loader:
+        print(f"\n## Loader vs model (demo: {loader['config']})\n")
+        print(f"| loader clips/s | training-step clips/s | ratio |\n|---|---|---|\n"
+              f"| {loader['loader_clips_per_s']:.1f} | {loader['model_clips_per_s']:.1f} | {loader['ratio']:.1f} |")
+
+    print("\n## Checks and targets\n")
+    for r in inference:
+        if r["mode"] == "default":
+            print(f"- {r['model']} b{r['batch']}: default vs naive max rel. diff {r['rel_diff_vs_naive']:.1e} "
+                  f"({verdict(r['rel_diff_vs_naive'] <= 1e-4)}: <= 1e-4)")
+        if r["mode"] == "bf16":
+            print(f"- {r['model']} b{r['batch']}: bf16 top-1 agrees with fp32 on {r['top1_agree']}/{r['batch']} "
+                  f"clips (smallest fp32 top-1 margin {r['min_top1_margin']:.3g}; rel. diff "
+                  f"{r['rel_diff_vs_naive']:.1e})")
+    for r in inference:
+        if r["key"] == "r34" and r["batch"] == 1 and r["mode"] in ("default", "bf16"):
+            bf16 = r["mode"] == "bf16"
+            peak_t, speed_t = (TARGET_BF16_PEAK, TARGET_BF16_SPEEDUP) if bf16 else (TARGET_FP32_PEAK,
+                                                                                    TARGET_FP32_SPEEDUP)
+            print(f"- target {r['model']} b1 {r['mode']}: {r['peak_fraction']:.0%} of the {'bf16' if bf16 else 'fp32'}"
+                  f" peak ({verdict(r['peak_fraction'] >= peak_t)}: >= {peak_t:.0%}; {r['round_peak_fraction']:.0%} "
+                  f"of the round peak); {r['speedup']:.2f}x naive ({verdict(r['speedup'] >= speed_t)}: >= {speed_t}x)")
+    for r in training:
+        if r["mode"] == "bf16+cl":
+            fused = next((f for f in training if f["key"] == r["key"] and f["mode"] == "bf16+cl+fused"), None)
+            extra = f"; with fused AdamW {fused['speedup']:.2f}x" if fused else ""
+            print(f"- target training step {r['model']} b{r['batch']}: bf16+channels-last {r['speedup']:.2f}x the "
+                  f"naive fp32 step ({verdict(r['speedup'] >= TARGET_TRAIN_SPEEDUP)}: >= {TARGET_TRAIN_SPEEDUP}x)"
+                  f"{extra}")
+    if loader:
+        ok = verdict(loader["ratio"] >= TARGET_LOADER_RATIO)
+        print(f"- target loader / model (demo): {loader['ratio']:.1f} ({ok}: >= {TARGET_LOADER_RATIO})")
+    minutes = (time.perf_counter() - started) / 60
+    busy1, own1 = cpu_seconds()
+    others = max(0.0, (busy1 - busy0) - (own1 - own0))
+    share = others / (minutes * 60 * (os.cpu_count() or 1))
+    print(f"\nTotal run time {minutes:.1f} min. Other processes used {others:.0f} CPU-seconds during the run "
+          f"({share:.0%} of the machine's {os.cpu_count()} cores); this run used {own1 - own0:.0f}.")
+    results["other_processes_cpu_share"] = share
+    results["minutes"] = minutes
+    if args.json:
+        args.json.write_text(json.dumps(results, indent=2, default=str))
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
