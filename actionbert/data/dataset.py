@@ -109,10 +109,11 @@ def load_split(prepared_dir: str | os.PathLike, split: str) -> tuple[list[Sample
     return samples, classes
 
 
-def write_split(file: str | os.PathLike, rows: Sequence[dict]) -> None:
-    """Write a split CSV with `SPLIT_COLUMNS` (used by `prepare`)."""
+def write_split(file: str | os.PathLike, rows: Sequence[dict], *, extra_columns: Sequence[str] = ()) -> None:
+    """Write a split CSV with `SPLIT_COLUMNS` and then `extra_columns` (used by `prepare`; `load_split`
+    ignores columns it does not know)."""
     with open(file, "w", newline="", encoding="utf-8") as f:
-        writer = csv.DictWriter(f, fieldnames=SPLIT_COLUMNS, extrasaction="ignore")
+        writer = csv.DictWriter(f, fieldnames=(*SPLIT_COLUMNS, *extra_columns), extrasaction="ignore")
         writer.writeheader()
         writer.writerows(rows)
 

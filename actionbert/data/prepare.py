@@ -70,7 +70,7 @@ from typing import Callable, Mapping, Sequence
 
 from actionbert.data.cache import (CACHE_DIRNAME, CACHE_SHORT_SIDE, FRAMES_DIRNAME, cache_file, write_cache,
                                    write_frame_folder)
-from actionbert.data.dataset import SPLIT_COLUMNS
+from actionbert.data.dataset import write_split
 from actionbert.data.decode import VIDEO_EXTENSIONS, VideoDecodeError, VideoInfo, is_frame_folder, probe
 
 #: `progress(stage, done, total)`: stage is "probe", "cache" or "frames".
@@ -423,7 +423,7 @@ def prepare_dataset(data: str | os.PathLike, out: str | os.PathLike, *, layout: 
     (out / "classes.txt").write_text("".join(f"{c}\n" for c in class_names), encoding="utf-8")
     for split_name in SPLITS:
         if split_name != "test" or rows["test"]:
-            _write_split(out / f"{split_name}.csv", rows[split_name])
+            write_split(out / f"{split_name}.csv", rows[split_name], extra_columns=("group",))
     if not rows["test"] and (out / "test.csv").exists():
         (out / "test.csv").unlink()  # a stale test list from an earlier run would be read by load_split
 
@@ -765,14 +765,6 @@ def _read_clips_csv(file: Path, problems: list[Problem]) -> dict[str, str]:
         problems.append(Problem(str(file), "bad_clips_csv", f"not used to group clips by source video: {e}"))
         return {}
     return table
-
-
-def _write_split(file: Path, rows: Sequence[dict]) -> None:
-    """A split CSV: `SPLIT_COLUMNS` and then `group` (which `dataset.load_split` ignores)."""
-    with open(file, "w", newline="", encoding="utf-8") as f:
-        writer = csv.DictWriter(f, fieldnames=(*SPLIT_COLUMNS, "group"), extrasaction="ignore")
-        writer.writeheader()
-        writer.writerows(rows)
 
 
 def _class_list(declared: list[str] | None, entries: list[Entry]) -> list[str]:
