@@ -88,9 +88,15 @@ def run_demo(demo: DemoConfig, *, log: Callable[[str], None] = lambda s: None,
 
     t_start = time.perf_counter()
     out = Path(demo.out)
-    if out.exists():
+    marker = out / ".actionbert-demo"
+    if out.exists() and any(out.iterdir()):
+        report = out / "REPORT.md"
+        made_by_demo = marker.is_file() or (report.is_file() and report.read_text().startswith("# actionbert demo"))
+        if not made_by_demo:  # never wipe a folder the demo did not make
+            raise FileExistsError(f"{out}: exists and is not an actionbert demo folder; choose another --out")
         shutil.rmtree(out)
-    out.mkdir(parents=True)
+    out.mkdir(parents=True, exist_ok=True)
+    marker.write_text("written by `actionbert demo`; the next demo run replaces this folder\n")
     log("1/4 generating the synthetic dataset")
     raw = make_synthetic_dataset(out / "videos", num_classes=demo.num_classes, videos_per_class=demo.videos_per_class,
                                  num_frames=demo.num_frames, clip_len=demo.clip_len, seed=demo.seed)

@@ -303,3 +303,23 @@ def test_fast_inference_path_matches_the_eager_model(prepared, trained, tmp_path
     for x, y in zip(a.segments, b.segments):
         assert x["score"] == pytest.approx(y["score"], abs=1e-3)
         assert x["attention"] == pytest.approx(y["attention"], abs=1e-3)
+
+
+def test_demo_never_wipes_a_folder_it_did_not_make(tmp_path):
+    from actionbert.demo import DemoConfig, run_demo
+
+    (tmp_path / "precious.txt").write_text("keep me")
+    with pytest.raises(FileExistsError, match="not an actionbert demo folder"):
+        run_demo(DemoConfig(out=str(tmp_path)))
+    assert (tmp_path / "precious.txt").read_text() == "keep me"
+
+
+def test_a_tiny_demo_runs_end_to_end_and_can_run_again(tmp_path):
+    from actionbert.demo import DemoConfig, run_demo
+
+    demo = DemoConfig(out=str(tmp_path / "demo"), seeds=1, epochs=1, num_classes=2, videos_per_class=4,
+                      num_frames=16, clip_len=16, crop=32, resize=(36, 48), precision="fp32", workers=0)
+    report = run_demo(demo)
+    text = report.read_text()
+    assert "| tgap |" in text and "| bert |" in text and "## Per-class recall" in text
+    assert run_demo(demo).is_file()  # a second run replaces the folder it made
