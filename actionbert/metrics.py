@@ -10,13 +10,17 @@ from typing import Sequence
 import torch
 
 
+def topk_correct(logits: torch.Tensor, labels: torch.Tensor, k: int = 1) -> int:
+    """Rows whose label is among the k highest logits; k is clamped to the class count."""
+    k = max(1, min(k, logits.shape[1]))
+    return int((logits.topk(k, dim=1).indices == labels[:, None]).any(dim=1).sum())
+
+
 def topk_accuracy(logits: torch.Tensor, labels: torch.Tensor, k: int) -> float:
-    """Percentage of rows whose label is among the k highest logits; k is clamped to the class count."""
+    """Percentage of rows whose label is among the k highest logits (NaN for no rows)."""
     if labels.numel() == 0:
         return float("nan")
-    k = max(1, min(k, logits.shape[1]))
-    hit = (logits.topk(k, dim=1).indices == labels[:, None]).any(dim=1)
-    return 100.0 * hit.float().mean().item()
+    return 100.0 * topk_correct(logits, labels, k) / labels.numel()
 
 
 def confusion_matrix(preds: torch.Tensor, labels: torch.Tensor, num_classes: int) -> torch.Tensor:

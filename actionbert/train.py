@@ -32,6 +32,7 @@ from torch.utils.data import DataLoader, DistributedSampler
 from actionbert import runtime
 from actionbert.checkpoint import inference_config, load_checkpoint, save_checkpoint
 from actionbert.config import RunConfig, config_from_dict, config_to_dict, dump_config, resolve, transform_resize
+from actionbert.metrics import topk_correct
 from actionbert.models import BertHead, VideoClassifier, get_backbone_spec
 
 METRIC_FIELDS = ["epoch", "train_loss", "train_top1", "val_loss", "val_top1", "lr", "failures", "clips_per_s",
@@ -94,11 +95,6 @@ def set_train_mode(model: nn.Module, *, freeze_bn: bool) -> None:
         for m in model.modules():
             if isinstance(m, nn.modules.batchnorm._BatchNorm):
                 m.eval()
-
-
-def topk_correct(logits: torch.Tensor, labels: torch.Tensor, k: int = 1) -> int:
-    k = min(k, logits.shape[1])
-    return int((logits.topk(k, dim=1).indices == labels[:, None]).any(dim=1).sum())
 
 
 # ------------------------------------------------------------------------------------------------ data

@@ -217,7 +217,6 @@ def test_ablation_table(prepared, tmp_path):
     assert "| head | top1_mean | top1_std |" in table
     runs = list(csv.DictReader(open(tmp_path / "abl" / "runs.csv")))
     assert len(runs) == 4 and {r["seed"] for r in runs} == {"0", "1"}
-    assert json.loads(json.dumps([r.top1 for r in rows]))
 
 
 def test_fine_tune_from_pretrained_folder_with_other_classes(prepared, tmp_path):
