@@ -535,9 +535,18 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+# Commands whose time goes into model calls: their process keeps freed memory for reuse (see
+# `runtime.keep_freed_memory`; ~20% faster CPU inference here).
+COMPUTE_COMMANDS = ("train", "eval", "predict", "ablate", "demo")
+
+
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     _, run, _ = COMMANDS[args.command]
+    if args.command in COMPUTE_COMMANDS:
+        from actionbert.runtime import keep_freed_memory
+
+        keep_freed_memory()
     return run(args)
 
 

@@ -6,19 +6,22 @@ What it measures, all in one run so that every ratio compares numbers taken side
    the start and again at the end of the run (the higher of the two is the reference "peak").
 2. Inference, for R(2+1)D-34+BERT (32 frames), ResNeXt-101+BERT+FRAB (64 frames) and R(2+1)D-18+BERT
    (16 frames) at 112x112, batch 1 and 4:
-   (a) naive: eager fp32, contiguous tensors, `torch.no_grad` (how the reference runs);
+   (a) naive: eager fp32, contiguous tensors, `torch.no_grad` (how the reference runs), in a freshly started
+       process of its own with the default malloc; every "vs naive" ratio is against this path;
+   (a') naive+malloc: the same code in this process, which is set up as the actionbert CLI sets up its
+       processes (`runtime.keep_freed_memory`, unless `--malloc default`): what the malloc set-up alone gives;
    (b) default: `actionbert.inference.prepare_for_inference(model)` (BN folded, channels-last 3D, inference
-       mode, torch.compile with freezing where it pays);
+       mode, torch.compile with freezing where it pays), in this process;
    (c) bf16: the same with `precision="bf16"`.
    Clips/s, GFLOP/s (FLOPs of one forward from `torch.utils.flop_counter.FlopCounterMode`, counted on the meta
    device; 1 multiply-add = 2 FLOPs, as for the matrix product) and the fraction of the measured peak of the
-   same precision. The three paths are timed round-robin (a, b, c, a, b, c, ...) after warm-up, so machine
+   same precision. The paths are timed round-robin (a, a', b, c, a, a', b, c, ...) after warm-up, so machine
    load drifts affect them alike; medians are reported. Compile time is reported apart, never mixed into the
    throughput. Checks: default-path logits equal the naive ones within 1e-4 (max |diff| / max |naive|), and
    bf16 top-1 equals fp32 top-1 on the benchmark clips.
 3. One training step (zero_grad + forward + cross-entropy + backward + AdamW step), naive (fp32, contiguous,
-   for-loop AdamW) against bf16 autocast + channels-last, and the same with PyTorch's fused AdamW; round-robin,
-   same model and batch.
+   for-loop AdamW; in the baseline process, and again in this process) against bf16 autocast + channels-last,
+   and the same with PyTorch's fused AdamW; round-robin, same model and batch.
 4. The demo configuration's loader against its training step: clips/s from a DataLoader over a synthetic
    dataset prepared with the decoded-frame cache (tiny R(2+1)D, 32 frames, resize 56x72, crop 48, batch 8,
    the demo's worker count) against clips/s of the demo's training step; their ratio must be >= 3.
@@ -30,7 +33,6 @@ Run: `python benchmarks/speed.py` (full run: about 5 minutes on 2 cores), `--qui
 from __future__ import annotations
 
 import argparse
-import copy
 import json
 import math
 import os
@@ -53,6 +55,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from actionbert.inference import prepare_for_inference  # noqa: E402 (after the sys.path line)
 from actionbert.models import build_model  # noqa: E402
+from actionbert.runtime import keep_freed_memory  # noqa: E402
 
 MODELS: dict[str, tuple[str, dict]] = {
     "r34": ("R(2+1)D-34+BERT", dict(backbone="r2plus1d_34", head="bert", clip_len=32)),
@@ -101,15 +104,15 @@ class PeakProbe:
         return statistics.median(self.samples[k])
 
 
-def round_robin(fns: dict[str, Callable[[], object]], repeats: int,
+def round_robin(timers: dict[str, Callable[[], float]], repeats: int,
                 probe: PeakProbe | None = None) -> dict[str, list[float]]:
-    """Time each function `repeats` times, interleaved (a, b, c, a, b, c, ...); seconds per call."""
-    times: dict[str, list[float]] = {k: [] for k in fns}
+    """Run each timer `repeats` times, interleaved (a, b, c, a, b, c, ...); each returns the seconds of one call."""
+    times: dict[str, list[float]] = {k: [] for k in timers}
     for _ in range(repeats):
         if probe is not None:
             probe.sample()
-        for k, fn in fns.items():
-            times[k].append(timed(fn))
+        for k, timer in timers.items():
+            times[k].append(timer())
     return times
 
 
@@ -130,6 +133,117 @@ def trained_like(model: nn.Module, seed: int = 0) -> nn.Module:
                 m.weight.copy_(0.8 + 0.4 * torch.rand(n, generator=g))
                 m.bias.copy_((torch.rand(n, generator=g) - 0.5) * 0.2)
     return model
+
+
+# ------------------------------------------------------------------------------ the benchmarked calls
+def bench_model(key: str) -> nn.Module:
+    """The benchmark's model for `key`: same weights in every process (seeded init, then `trained_like`)."""
+    torch.manual_seed(0)
+    return trained_like(build_model(num_classes=NUM_CLASSES, **MODELS[key][1]))
+
+
+def bench_input(key: str, batch: int, seed: int) -> torch.Tensor:
+    return torch.randn(batch, 3, MODELS[key][1]["clip_len"], SIZE, SIZE, generator=torch.Generator().manual_seed(seed))
+
+
+def fingerprint(model: nn.Module) -> float:
+    """Sum of every weight and buffer in float64: equal in two processes only if they built the same model."""
+    return float(sum(t.double().sum() for t in model.state_dict().values()))
+
+
+def naive_inference(model: nn.Module, x: torch.Tensor) -> Callable[[], torch.Tensor]:
+    """The reference's way: eager fp32, contiguous tensors, no_grad."""
+    def call() -> torch.Tensor:
+        with torch.no_grad():
+            return model(x)
+    return call
+
+
+def _train_step(model: nn.Module, opt: torch.optim.Optimizer, x: torch.Tensor, y: torch.Tensor,
+                precision: str) -> None:
+    opt.zero_grad(set_to_none=True)
+    with torch.autocast("cpu", dtype=torch.bfloat16, enabled=precision == "bf16"):
+        logits = model(x)
+    F.cross_entropy(logits.float(), y).backward()
+    opt.step()
+
+
+# (precision, memory format, fused AdamW) of each training path; the reference used PyTorch's for-loop AdamW
+TRAIN_SETUPS = {"naive": ("fp32", torch.contiguous_format, False),
+                "naive+malloc": ("fp32", torch.contiguous_format, False),
+                "bf16+cl": ("bf16", torch.channels_last_3d, False),
+                "bf16+cl+fused": ("bf16", torch.channels_last_3d, True)}
+
+
+def train_call(key: str, batch: int, mode: str) -> Callable[[], None]:
+    """One training step of `mode` (zero_grad, forward, cross-entropy, backward, AdamW) on a fixed batch."""
+    precision, fmt, fused = TRAIN_SETUPS[mode]
+    torch.manual_seed(0)
+    model = build_model(num_classes=NUM_CLASSES, **MODELS[key][1]).train().to(memory_format=fmt)
+    opt = torch.optim.AdamW(model.parameters(), lr=1e-4, fused=fused or None)
+    x = bench_input(key, batch, seed=1).contiguous(memory_format=fmt)
+    y = torch.arange(batch) % NUM_CLASSES
+    return lambda: _train_step(model, opt, x, y, precision)
+
+
+def _baseline_worker(conn, threads: int) -> None:
+    """Body of the baseline process: builds the naive call it is asked for and times single calls of it."""
+    torch.set_num_threads(threads)
+    call: Callable[[], object] | None = None
+    while True:
+        op, *args = conn.recv()
+        try:
+            if op == "stop":
+                return
+            if op == "infer":
+                key, batch, seed = args
+                model = bench_model(key).eval()
+                call = naive_inference(model, bench_input(key, batch, seed))
+                out = call()
+                call()  # the same 2 warm-up calls as in the main process
+                conn.send(("ok", (out, fingerprint(model))))
+            elif op == "train":
+                call = train_call(*args, mode="naive")
+                call()
+                conn.send(("ok", None))
+            elif op == "time":
+                conn.send(("ok", timed(call)))
+            else:
+                raise ValueError(f"unknown request {op!r}")
+        except Exception as err:  # noqa: BLE001 - reported to the main process, which raises it
+            conn.send(("error", f"{type(err).__name__}: {err}"))
+
+
+class BaselineProcess:
+    """The naive baseline in a freshly started Python process ("spawn"), driven over a pipe.
+
+    The reference runs in a plain process, so its baseline must not inherit this process's set-up
+    (`keep_freed_memory` changes malloc for the whole process). Calls are timed inside the worker (the pipe is
+    never timed) and interleaved with the main process's timings by `round_robin`; the two processes never
+    compute at the same time.
+    """
+
+    def __init__(self) -> None:
+        import multiprocessing as mp
+
+        ctx = mp.get_context("spawn")
+        self.conn, child = ctx.Pipe()
+        self.proc = ctx.Process(target=_baseline_worker, args=(child, torch.get_num_threads()), daemon=True)
+        self.proc.start()
+
+    def request(self, *msg):
+        self.conn.send(msg)
+        status, value = self.conn.recv()
+        if status != "ok":
+            raise RuntimeError(f"baseline process failed on {msg[0]!r}: {value}")
+        return value
+
+    def time_one(self) -> float:
+        return self.request("time")
+
+    def close(self) -> None:
+        self.conn.send(("stop",))
+        self.proc.join(timeout=30)
 
 
 # ------------------------------------------------------------------------------------------------ peak
@@ -179,49 +293,53 @@ def count_flops(kw: dict, batch: int, *, train: bool) -> int:
 
 # ------------------------------------------------------------------------------------------- inference
 def bench_inference(key: str, batches: list[int], repeats: int, peaks: dict[str, float],
-                    probe_sizes: dict[str, int]) -> list[dict]:
+                    probe_sizes: dict[str, int], baseline: BaselineProcess, in_process_naive: bool) -> list[dict]:
     name, kw = MODELS[key]
     torch._dynamo.reset()  # a fresh compile budget (Dynamo's recompile limit) per model
-    torch.manual_seed(0)
-    model = trained_like(build_model(num_classes=NUM_CLASSES, **kw)).eval()
-    paths = {"naive": model}
-    for mode, precision in (("default", "fp32"), ("bf16", "bf16")):
-        paths[mode] = prepare_for_inference(model, precision=precision)
+    model = bench_model(key).eval()
+    prepared = {mode: prepare_for_inference(model, precision=precision)
+                for mode, precision in (("default", "fp32"), ("bf16", "bf16"))}
     rows = []
     for batch in batches:
         flops = count_flops(kw, batch, train=False)
-        x = torch.randn(batch, 3, kw["clip_len"], SIZE, SIZE, generator=torch.Generator().manual_seed(batch))
-
-        def naive(x=x):
-            with torch.no_grad():
-                return model(x)
-
-        calls = {"naive": naive, "default": lambda x=x: paths["default"](x), "bf16": lambda x=x: paths["bf16"](x)}
+        x = bench_input(key, batch, seed=batch)
+        calls = {"default": lambda x=x: prepared["default"](x), "bf16": lambda x=x: prepared["bf16"](x)}
+        if in_process_naive:
+            calls = {"naive+malloc": naive_inference(model, x), **calls}
         outputs, warm = {}, {}
+        log(f"  {name} b{batch} naive: warm-up in the baseline process")
+        t0 = time.perf_counter()
+        outputs["naive"], print_ = baseline.request("infer", key, batch, batch)
+        warm["naive"] = time.perf_counter() - t0
+        if print_ != fingerprint(model):
+            raise RuntimeError(f"the baseline process built other weights for {name} ({print_} != "
+                               f"{fingerprint(model)})")
         for mode, fn in calls.items():
             log(f"  {name} b{batch} {mode}: warm-up")
             t0 = time.perf_counter()
             outputs[mode] = fn()
             # "auto" compiles a heavy shape on its 2nd call; then 2 more calls (first runs of new kernels)
-            for _ in range(1 if mode == "naive" else 3):
+            for _ in range(1 if mode.startswith("naive") else 3):
                 outputs[mode] = fn()
             warm[mode] = time.perf_counter() - t0
         log(f"  {name} b{batch}: timing {repeats} rounds")
         probe = PeakProbe(probe_sizes)
-        times = round_robin(calls, repeats, probe)
+        timers = {"naive": baseline.time_one, **{k: (lambda fn=fn: timed(fn)) for k, fn in calls.items()}}
+        times = round_robin(timers, repeats, probe)
         ref = outputs["naive"]
         base = statistics.median(times["naive"])
-        for mode in calls:
+        for mode in timers:
             t = statistics.median(times[mode])
             peak = peaks["bf16"] if mode == "bf16" else peaks["fp32"]
-            report = getattr(paths[mode], "report", None)
+            report = getattr(prepared.get(mode), "report", None)
+            path = (report.summary() if report else "eager fp32 contiguous, no_grad, "
+                    + ("own process, default malloc" if mode == "naive" else "this process"))
             row = {"model": name, "key": key, "batch": batch, "mode": mode, "seconds": t, "times": times[mode],
                    "clips_per_s": batch / t, "gflops_per_clip": flops / batch / 1e9, "gflop_s": flops / t / 1e9,
                    "peak_fraction": flops / t / 1e9 / peak, "speedup": base / t, "warmup_s": warm[mode],
                    "round_peak": probe.median("bf16" if mode == "bf16" else "fp32"),
-                   "compile_s": report.compiled_shapes.get(tuple(x.shape), 0.0) if report else 0.0,
-                   "path": report.summary() if report else "eager fp32 contiguous, no_grad"}
-            if mode == "default":
+                   "compile_s": report.compiled_shapes.get(tuple(x.shape), 0.0) if report else 0.0, "path": path}
+            if mode in ("default", "naive+malloc"):
                 row["rel_diff_vs_naive"] = rel_diff(outputs[mode], ref)
             if mode == "bf16":
                 row["rel_diff_vs_naive"] = rel_diff(outputs[mode], ref)
@@ -233,44 +351,25 @@ def bench_inference(key: str, batches: list[int], repeats: int, peaks: dict[str,
 
 
 # -------------------------------------------------------------------------------------------- training
-def _train_step(model: nn.Module, opt: torch.optim.Optimizer, x: torch.Tensor, y: torch.Tensor,
-                precision: str) -> None:
-    opt.zero_grad(set_to_none=True)
-    with torch.autocast("cpu", dtype=torch.bfloat16, enabled=precision == "bf16"):
-        logits = model(x)
-    F.cross_entropy(logits.float(), y).backward()
-    opt.step()
-
-
 def bench_train(key: str, batch: int, repeats: int, peaks: dict[str, float], probe_sizes: dict[str, int],
-                modes: tuple[str, ...] = ("naive", "bf16+cl", "bf16+cl+fused")) -> list[dict]:
-    name, kw = MODELS[key]
-    torch.manual_seed(0)
-    base_model = build_model(num_classes=NUM_CLASSES, **kw)
-    flops = count_flops(kw, batch, train=True)
-    x = torch.randn(batch, 3, kw["clip_len"], SIZE, SIZE, generator=torch.Generator().manual_seed(1))
-    y = torch.arange(batch) % NUM_CLASSES
-    # (precision, memory format, fused AdamW); the reference used PyTorch's for-loop AdamW
-    setups = {"naive": ("fp32", torch.contiguous_format, False), "fp32+cl": ("fp32", torch.channels_last_3d, False),
-              "bf16+cl": ("bf16", torch.channels_last_3d, False),
-              "bf16+cl+fused": ("bf16", torch.channels_last_3d, True)}
+                baseline: BaselineProcess, in_process_naive: bool) -> list[dict]:
+    name, _ = MODELS[key]
+    flops = count_flops(MODELS[key][1], batch, train=True)
+    modes = (["naive+malloc"] if in_process_naive else []) + ["bf16+cl", "bf16+cl+fused"]
+    log(f"  {name} train b{batch} naive: warm-up in the baseline process")
+    baseline.request("train", key, batch)
     calls = {}
     for mode in modes:
-        precision, fmt, fused = setups[mode]
-        model = copy.deepcopy(base_model).train().to(memory_format=fmt)
-        opt = torch.optim.AdamW(model.parameters(), lr=1e-4, fused=fused or None)
-        xm = x.contiguous(memory_format=fmt)
-        calls[mode] = (lambda m=model, o=opt, xm=xm, p=precision: _train_step(m, o, xm, y, p))
-    del base_model
-    for mode, fn in calls.items():
+        calls[mode] = train_call(key, batch, mode)
         log(f"  {name} train b{batch} {mode}: warm-up")
-        fn()
+        calls[mode]()
     log(f"  {name} train b{batch}: timing {repeats} rounds")
     probe = PeakProbe(probe_sizes)
-    times = round_robin(calls, repeats, probe)
-    base = statistics.median(times["naive"]) if "naive" in times else math.nan
+    timers = {"naive": baseline.time_one, **{k: (lambda fn=fn: timed(fn)) for k, fn in calls.items()}}
+    times = round_robin(timers, repeats, probe)
+    base = statistics.median(times["naive"])
     rows = []
-    for mode in calls:
+    for mode in timers:
         t = statistics.median(times[mode])
         peak = peaks["bf16"] if mode.startswith("bf16") else peaks["fp32"]
         rows.append({"model": name, "key": key, "batch": batch, "mode": mode, "seconds": t, "times": times[mode],
@@ -401,13 +500,18 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--skip", nargs="*", default=[], choices=["inference", "train", "loader"])
     p.add_argument("--quick", action="store_true", help="smoke run: R(2+1)D-18 only, batch 1, 2 repeats")
     p.add_argument("--json", type=Path, help="also write the raw results here")
+    p.add_argument("--malloc", choices=["keep", "default"], default="keep",
+                   help="keep: set the process up as the actionbert CLI does (runtime.keep_freed_memory: glibc "
+                        "malloc reuses freed blocks; applies to every path, the naive one included); default: "
+                        "leave malloc alone")
     args = p.parse_args(argv)
     if args.quick:
         args.models, args.batch, args.repeats = ["r18"], [1], 2
     train_models = args.train_models or args.models
     started = time.perf_counter()
     busy0, own0 = cpu_seconds()
-    info = machine()
+    malloc = keep_freed_memory() if args.malloc == "keep" else "unchanged: --malloc default"
+    info = f"{machine()}, malloc: {malloc}"
     print(f"# actionbert speed benchmark\n\n{info}\n")
 
     sizes = [1024, 2048] if args.quick else [1024, 2048, 3072, 4096]
@@ -418,14 +522,22 @@ def main(argv: list[str] | None = None) -> int:
     provisional = {k: v[0] for k, v in peak_start.items()}
     probe_sizes = {k: v[1] for k, v in peak_start.items()}  # the best size of each dtype
     inference, training, loader = [], [], None
-    if "inference" not in args.skip:
-        for key in args.models:
-            log(f"inference: {MODELS[key][0]}")
-            inference += bench_inference(key, args.batch, args.repeats, provisional, probe_sizes)
-    if "train" not in args.skip:
-        for key in train_models:
-            log(f"training step: {MODELS[key][0]}")
-            training += bench_train(key, args.train_batch, args.repeats, provisional, probe_sizes)
+    in_process_naive = args.malloc == "keep"  # else the in-process naive path would equal the baseline's
+    baseline = BaselineProcess() if {"inference", "train"} - set(args.skip) else None
+    try:
+        if "inference" not in args.skip:
+            for key in args.models:
+                log(f"inference: {MODELS[key][0]}")
+                inference += bench_inference(key, args.batch, args.repeats, provisional, probe_sizes, baseline,
+                                             in_process_naive)
+        if "train" not in args.skip:
+            for key in train_models:
+                log(f"training step: {MODELS[key][0]}")
+                training += bench_train(key, args.train_batch, args.repeats, provisional, probe_sizes, baseline,
+                                        in_process_naive)
+    finally:
+        if baseline is not None:
+            baseline.close()
     if "loader" not in args.skip:
         log("loader vs model: demo configuration")
         loader = bench_loader(args.repeats, videos_per_class=4 if args.quick else 8)
@@ -466,8 +578,8 @@ def main(argv: list[str] | None = None) -> int:
 
     print("\n## Checks and targets\n")
     for r in inference:
-        if r["mode"] == "default":
-            print(f"- {r['model']} b{r['batch']}: default vs naive max rel. diff {r['rel_diff_vs_naive']:.1e} "
+        if r["mode"] in ("default", "naive+malloc"):
+            print(f"- {r['model']} b{r['batch']}: {r['mode']} vs naive max rel. diff {r['rel_diff_vs_naive']:.1e} "
                   f"({verdict(r['rel_diff_vs_naive'] <= 1e-4)}: <= 1e-4)")
         if r["mode"] == "bf16":
             print(f"- {r['model']} b{r['batch']}: bf16 top-1 agrees with fp32 on {r['top1_agree']}/{r['batch']} "
@@ -478,9 +590,13 @@ def main(argv: list[str] | None = None) -> int:
             bf16 = r["mode"] == "bf16"
             peak_t, speed_t = (TARGET_BF16_PEAK, TARGET_BF16_SPEEDUP) if bf16 else (TARGET_FP32_PEAK,
                                                                                     TARGET_FP32_SPEEDUP)
+            same = next((n for n in inference if n["key"] == r["key"] and n["batch"] == r["batch"]
+                         and n["mode"] == "naive+malloc"), None)
+            extra = f"; {same['seconds'] / r['seconds']:.2f}x the naive path run in this process" if same else ""
             print(f"- target {r['model']} b1 {r['mode']}: {r['peak_fraction']:.0%} of the {'bf16' if bf16 else 'fp32'}"
                   f" peak ({verdict(r['peak_fraction'] >= peak_t)}: >= {peak_t:.0%}; {r['round_peak_fraction']:.0%} "
-                  f"of the round peak); {r['speedup']:.2f}x naive ({verdict(r['speedup'] >= speed_t)}: >= {speed_t}x)")
+                  f"of the round peak); {r['speedup']:.2f}x naive ({verdict(r['speedup'] >= speed_t)}: >= {speed_t}x)"
+                  f"{extra}")
     for r in training:
         if r["mode"] == "bf16+cl":
             fused = next((f for f in training if f["key"] == r["key"] and f["mode"] == "bf16+cl+fused"), None)

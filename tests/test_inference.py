@@ -312,3 +312,43 @@ def test_predictor_runs_a_prepared_model(tmp_path):
         assert p == pytest.approx(q, abs=1e-4)
     for a, b in zip(fast.segments, eager.segments, strict=True):
         assert a["attention"] == pytest.approx(b["attention"], abs=1e-3)
+
+
+# ------------------------------------------------------------------------------ runtime.keep_freed_memory
+_FAULTS_SCRIPT = """
+import resource, sys
+import torch
+from actionbert.runtime import keep_freed_memory
+print(keep_freed_memory() if sys.argv[1] == "keep" else "default malloc", file=sys.stderr)
+counts = []
+for _ in range(4):
+    before = resource.getrusage(resource.RUSAGE_SELF).ru_minflt
+    x = torch.ones(16 * 2**20)  # 64 MiB, written once
+    del x
+    counts.append(resource.getrusage(resource.RUSAGE_SELF).ru_minflt - before)
+print(min(counts[1:]))  # page faults of a repeated 64 MiB allocation (the first one may grow the heap)
+"""
+
+
+def _repeat_alloc_faults(mode: str, **env: str) -> tuple[int, str]:
+    import os
+    import subprocess
+    import sys
+
+    out = subprocess.run([sys.executable, "-c", _FAULTS_SCRIPT, mode], capture_output=True, text=True, check=True,
+                         env={**os.environ, **env}, timeout=120)
+    return int(out.stdout.strip()), out.stderr.strip()
+
+
+@pytest.mark.skipif(not __import__("sys").platform.startswith("linux"), reason="glibc malloc and ru_minflt: Linux")
+def test_keep_freed_memory_stops_page_faults_of_repeated_allocations():
+    # Without it, glibc maps every 64 MiB block anew: one page fault per 4 KiB page (16384), on every call.
+    default, _ = _repeat_alloc_faults("default")
+    kept, said = _repeat_alloc_faults("keep")
+    assert said == "glibc malloc keeps freed memory (no mmap, no trim)"
+    assert default > 8000, default
+    assert kept < 500, kept
+    # the opt-out leaves malloc alone
+    opted_out, said = _repeat_alloc_faults("keep", ACTIONBERT_KEEP_FREED_MEMORY="0")
+    assert said == "unchanged: ACTIONBERT_KEEP_FREED_MEMORY=0"
+    assert opted_out > 8000, opted_out
