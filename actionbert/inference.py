@@ -104,12 +104,14 @@ class _ConvBNTracer(fx.Tracer):
 def _foldable(conv: nn.Module, bn: nn.Module) -> bool:
     """A ConvNd followed by a BatchNormNd of the same dimensionality that has running statistics.
 
-    Subclasses count (torchvision's `Conv3DSimple` is an `nn.Conv3d`) as long as they keep the base forward.
+    Subclasses count (torchvision's `Conv3DSimple` is an `nn.Conv3d`) as long as they keep the base forward or
+    declare `same_function_as_conv` (actionbert's `StemConv3d`: another schedule of the same function).
     """
     for dims, conv_cls in CONVS.items():
         bn_cls = BATCHNORMS[dims]
         if isinstance(conv, conv_cls) and isinstance(bn, bn_cls):
-            same_math = type(conv).forward is conv_cls.forward and type(bn).forward is bn_cls.forward
+            conv_math = type(conv).forward is conv_cls.forward or getattr(conv, "same_function_as_conv", False)
+            same_math = conv_math and type(bn).forward is bn_cls.forward
             return (same_math and bn.track_running_stats and bn.running_mean is not None
                     and conv.out_channels == bn.num_features)
     return False

@@ -133,6 +133,56 @@ def test_torchvision_family_equals_torchvision(name):
         torch.testing.assert_close(ours(x), y, rtol=0, atol=0)
 
 
+STEM_CASES = [  # (kernel, stride, padding, bias)
+    ((3, 7, 7), (1, 2, 2), (1, 3, 3), False),  # R3D / MC3
+    ((7, 7, 7), (1, 2, 2), (3, 3, 3), False),  # ResNeXt-101
+    ((3, 5, 5), (2, 1, 2), (0, 2, 1), True),  # temporal stride, no temporal padding, bias
+]
+
+
+@pytest.mark.parametrize("kernel,stride,padding,bias", STEM_CASES)
+def test_stem_conv_stacked_form_is_the_same_convolution(kernel, stride, padding, bias):
+    from actionbert.models.backbones import StemConv3d
+
+    torch.manual_seed(0)
+    conv = StemConv3d(3, 6, kernel, stride=stride, padding=padding, bias=bias).double()
+    x = torch.randn(2, 3, 9, 21, 19, dtype=torch.float64, requires_grad=True)
+    stacked = conv.forward_stacked(x)
+    plain = F.conv3d(x, conv.weight, conv.bias, stride=stride, padding=padding)
+    torch.testing.assert_close(stacked, plain, rtol=1e-12, atol=1e-12)
+    g = torch.randn_like(plain)
+    grads_stacked = torch.autograd.grad(stacked, [x, conv.weight], g)
+    grads_plain = torch.autograd.grad(plain, [x, conv.weight], g)
+    for a, b in zip(grads_stacked, grads_plain):
+        torch.testing.assert_close(a, b, rtol=1e-12, atol=1e-12)
+    # a plain Conv3d's state dict loads as it is
+    assert conv.state_dict().keys() == torch.nn.Conv3d(3, 6, kernel, bias=bias).state_dict().keys()
+
+
+def test_stem_conv_stacks_only_for_bf16_on_the_cpu(monkeypatch):
+    from actionbert.models.backbones import StemConv3d
+
+    torch.manual_seed(0)
+    conv = StemConv3d(3, 8, (3, 7, 7), stride=(1, 2, 2), padding=(1, 3, 3), bias=False)
+    x = torch.randn(1, 3, 6, 32, 32)
+    calls = []
+    original = StemConv3d.forward_stacked
+    monkeypatch.setattr(StemConv3d, "forward_stacked", lambda self, t: calls.append("stacked") or original(self, t))
+    with torch.no_grad():
+        fp32 = conv(x)  # fp32: the plain convolution, bit for bit
+        assert calls == [] and torch.equal(fp32, F.conv3d(x, conv.weight, None, stride=(1, 2, 2), padding=(1, 3, 3)))
+        with torch.autocast("cpu", dtype=torch.bfloat16):
+            y = conv(x)
+        assert calls == ["stacked"] and y.dtype == torch.bfloat16
+        torch.testing.assert_close(y.float(), fp32, rtol=0.05, atol=0.05)
+        conv.to(torch.bfloat16)(x.to(torch.bfloat16))  # a bf16 model without autocast stacks as well
+        assert len(calls) == 2
+        spatial = StemConv3d(3, 8, (1, 7, 7), stride=(1, 2, 2), padding=(0, 3, 3), bias=False)
+        with torch.autocast("cpu", dtype=torch.bfloat16):
+            spatial(x)  # no temporal taps to stack: plain
+        assert len(calls) == 2
+
+
 @pytest.mark.parametrize("reduction", ["frab", "frmb"])
 def test_reduction_blocks(reduction):
     with torch.device("meta"):

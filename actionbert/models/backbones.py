@@ -28,6 +28,51 @@ BlockFactory = Callable[[int, int, int, "nn.Module | None"], nn.Module]  # (inpl
 
 
 # ----------------------------------------------------------------------------------------------- stems
+class StemConv3d(nn.Conv3d):
+    """`nn.Conv3d` for the RGB stem that, in bf16 on the CPU, runs as one 2D convolution over stacked frames.
+
+    Same parameters, state-dict keys and function as `nn.Conv3d`. With 3 input channels, each of the
+    kd x kh x kw kernel taps is a matrix product with an inner dimension of 3, which the CPU's bf16 matrix units
+    (AMX tiles: 32 bf16 values deep) mostly waste. Stacking the kd temporal taps of every output frame as channels,
+    `(B, C, T, H, W) -> (B*T', C*kd, H, W)`, turns the convolution into a 2D one with an inner dimension of C*kd
+    per tap. Measured on the 2-core CPU of `benchmarks/README.md` for ResNeXt-101's stem (7x7x7, 64x112x112,
+    channels-last): bf16 forward 47.5 -> 19.6 ms, forward + weight gradient 103 -> 41 ms; in fp32 the stacked
+    form is slower (58 -> 73 ms), so fp32, other devices and temporal kernels of size 1 keep the plain call.
+    The stacked input costs kd times the clip's memory (bf16) while it lives.
+    """
+
+    same_function_as_conv = True  # forward computes nn.Conv3d's function: BatchNorm folding may treat it as one
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.forward_stacked(x) if self._stacking_pays(x) else super().forward(x)
+
+    def _stacking_pays(self, x: torch.Tensor) -> bool:
+        if x.device.type != "cpu" or self.kernel_size[0] == 1 or self.groups != 1 or self.padding_mode != "zeros":
+            return False
+        if isinstance(self.padding, str) or self.dilation != (1, 1, 1):
+            return False
+        return x.dtype == torch.bfloat16 or (torch.is_autocast_enabled("cpu")
+                                             and torch.get_autocast_dtype("cpu") == torch.bfloat16)
+
+    def forward_stacked(self, x: torch.Tensor) -> torch.Tensor:
+        """The convolution as a 2D convolution over temporally stacked frames (any dtype; used for bf16 on CPU)."""
+        if torch.is_autocast_enabled(x.device.type):
+            x = x.to(torch.get_autocast_dtype(x.device.type))  # stack in the compute dtype: half the bytes moved
+        kd, kh, kw = self.kernel_size
+        st, sh, sw = self.stride
+        pt, ph, pw = self.padding
+        b, c = x.shape[:2]
+        x = nn.functional.pad(x, (0, 0, 0, 0, pt, pt))  # (B, C, T + 2pt, H, W): temporal zero padding
+        cols = x.unfold(2, kd, st)  # (B, C, T', H, W, kd): the kd frames each output frame sees
+        t_out, h, w = cols.shape[2:5]
+        cols = cols.permute(0, 2, 3, 4, 1, 5).reshape(b * t_out, h, w, c * kd)  # (B*T', H, W, C*kd), one copy
+        cols = cols.permute(0, 3, 1, 2)  # (B*T', C*kd, H, W), channels-last strides
+        weight = self.weight.reshape(self.out_channels, c * kd, kh, kw)  # (O, C*kd, kh, kw): channel index c*kd + j
+        y = nn.functional.conv2d(cols, weight, self.bias, stride=(sh, sw), padding=(ph, pw))  # (B*T', O, H', W')
+        y = y.reshape(b, t_out, *y.shape[1:])  # (B, T', O, H', W')
+        return y.permute(0, 2, 1, 3, 4)  # (B, O, T', H', W')
+
+
 def r2plus1d_stem(*, mid: int = 45, out: int = 64) -> nn.Sequential:
     """(2+1)D stem: spatial 1x7x7 stride (1,2,2) to `mid` channels, then temporal 3x1x1 to `out`; no pooling.
 
@@ -46,7 +91,7 @@ def r2plus1d_stem(*, mid: int = 45, out: int = 64) -> nn.Sequential:
 def basic_stem(*, out: int = 64) -> nn.Sequential:
     """R3D / MC3 stem: 3x7x7 stride (1,2,2); equals torchvision's `BasicStem` with the default width."""
     return nn.Sequential(
-        nn.Conv3d(3, out, kernel_size=(3, 7, 7), stride=(1, 2, 2), padding=(1, 3, 3), bias=False),
+        StemConv3d(3, out, kernel_size=(3, 7, 7), stride=(1, 2, 2), padding=(1, 3, 3), bias=False),
         nn.BatchNorm3d(out),
         nn.ReLU(inplace=True),
     )
@@ -55,7 +100,7 @@ def basic_stem(*, out: int = 64) -> nn.Sequential:
 def resnext_stem(*, out: int = 64) -> nn.Sequential:
     """Hara's ResNeXt stem: 7x7x7 stride (1,2,2) padding 3, BN, ReLU, max-pool 3x3x3 stride 2 (also in time)."""
     return nn.Sequential(
-        nn.Conv3d(3, out, kernel_size=7, stride=(1, 2, 2), padding=3, bias=False),
+        StemConv3d(3, out, kernel_size=7, stride=(1, 2, 2), padding=3, bias=False),
         nn.BatchNorm3d(out),
         nn.ReLU(inplace=True),
         nn.MaxPool3d(kernel_size=3, stride=2, padding=1),
