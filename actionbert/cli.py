@@ -536,7 +536,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 # Commands whose time goes into model calls: their process keeps freed memory for reuse (see
-# `runtime.keep_freed_memory`; ~20% faster CPU inference here).
+# `runtime.keep_freed_memory`; 11-22% faster R(2+1)D-34 inference on the CPU here).
 COMPUTE_COMMANDS = ("train", "eval", "predict", "ablate", "demo")
 
 
