@@ -1,7 +1,7 @@
 """Prediction on new videos: video-level top-k and, for long videos, a sliding-window timeline.
 
-Frames are streamed (`decode.iter_frames`), so memory is bounded by one window of frames plus one batch of
-clips, whatever the video's length. The clip length, frame stride, resize, crop size and normalisation come from
+Frames are streamed (`decode.VideoStream`: one decoding pass, which also measures the frame count and rate),
+so memory is bounded by one window of frames plus one batch of clips, whatever the video's length. The clip length, frame stride, resize, crop size and normalisation come from
 the checkpoint or model folder, never from guesses.
 
 ```
@@ -22,7 +22,7 @@ import torch
 
 from actionbert import runtime
 from actionbert.config import transform_resize
-from actionbert.data.decode import VideoDecodeError, iter_frames, probe, short_side_size
+from actionbert.data.decode import VideoDecodeError, VideoStream
 from actionbert.data.sampling import circular_indices, clip_span
 
 
@@ -87,18 +87,20 @@ class Predictor:
     def predict(self, path: str | Path, *, topk: int = 5) -> Prediction:
         """Predict one video; decoding problems are returned in `Prediction.error`, never raised."""
         pred = Prediction(video=str(path))
-        try:
-            meta = probe(path)
-        except VideoDecodeError as e:
-            pred.error = str(e)
-            return pred
-        pred.num_frames, pred.fps = meta.num_frames, meta.fps
+        # resized in the decoder's colour conversion: full-size frames never exist
+        stream = (VideoStream(path, short_side=self.resize[0]) if self.info.get("keep_aspect")
+                  else VideoStream(path, size=self.resize))
         window_logits: list[torch.Tensor] = []
-        size = (short_side_size(meta.height, meta.width, self.resize[0]) if self.info.get("keep_aspect")
-                else self.resize)  # resized in the decoder's colour conversion: full-size frames never exist
-        for starts, logits, attention in self._windows(path, size, pred):
-            window_logits.append(logits)
-            self._add_segments(pred, starts, logits, attention)
+        try:
+            for starts, logits, attention in self._windows(stream, pred):
+                window_logits.append(logits)
+                self._add_segments(pred, starts, logits, attention)
+        except VideoDecodeError as e:  # nothing decoded: the file cannot be used at all
+            pred.error, pred.segments = str(e), []
+            return pred
+        if stream.info is not None:
+            pred.num_frames, pred.fps = stream.info.num_frames, stream.info.fps
+        self._set_times(pred)
         if window_logits:
             mean = torch.cat(window_logits).mean(dim=0)  # mean of raw logits over windows
             probs = mean.softmax(dim=0)
@@ -107,10 +109,11 @@ class Predictor:
             pred.topk = [(self.classes[i], round(float(v), 6)) for v, i in zip(values, idx.tolist())]
         return pred
 
-    def _windows(self, path, size, pred: Prediction) -> Iterable[tuple[list[int], torch.Tensor, torch.Tensor | None]]:
+    def _windows(self, stream: VideoStream,
+                 pred: Prediction) -> Iterable[tuple[list[int], torch.Tensor, torch.Tensor | None]]:
         """Yield (window starts, logits (n, K), attention (n, T') or None) batch by batch."""
         batch, starts = [], []
-        for start, frames in self._window_frames(path, size, pred):
+        for start, frames in self._window_frames(stream, pred):
             batch.append(self.transform(frames))  # (3, L, S, S)
             starts.append(start)
             if len(batch) == self.batch_size:
@@ -119,13 +122,14 @@ class Predictor:
         if batch:
             yield starts, *self._run(batch)
 
-    def _window_frames(self, path, size, pred: Prediction) -> Iterable[tuple[int, torch.Tensor]]:
+    def _window_frames(self, stream: VideoStream, pred: Prediction) -> Iterable[tuple[int, torch.Tensor]]:
         """Slide a window over the stream, keeping at most one span of frames in memory. A decoder error
-        part-way ends the stream there (recorded in `pred.warning`); the frames before it are used."""
+        part-way ends the stream there (recorded in `pred.warning`); the frames before it are used. An error
+        before the first frame is raised."""
         buffer: deque[torch.Tensor] = deque(maxlen=self.span)
         next_start, last_start, total = 0, None, 0
         try:
-            for index, frame in enumerate(iter_frames(path, size=size)):
+            for index, frame in enumerate(stream):
                 buffer.append(frame)  # (H, W, 3)
                 total = index + 1
                 start = index - self.span + 1
@@ -133,6 +137,8 @@ class Predictor:
                     yield start, torch.stack(list(buffer)[:: self.stride])  # (L, H, W, 3)
                     last_start, next_start = start, start + self.hop
         except VideoDecodeError as e:
+            if not total:
+                raise
             pred.warning = f"{e}; predicted from the {total} frames before it"
         if last_start is None and total:
             # shorter than one clip span: one circularly padded window (the paper's rule for short videos)
@@ -152,15 +158,23 @@ class Predictor:
         return logits.float().cpu(), attention
 
     def _add_segments(self, pred: Prediction, starts, logits, attention) -> None:
-        fps = pred.fps or 1.0
+        """Timeline rows of a batch of windows; their times in seconds are set once the frame rate is known."""
         probs = logits.softmax(dim=1)
         for i, start in enumerate(starts):
             score, label = probs[i].max(dim=0)
-            row = {"start": round(start / fps, 3), "end": round(min(start + self.span, max(pred.num_frames, 1)) / fps, 3),
-                   "start_frame": start, "label": self.classes[int(label)], "score": round(float(score), 4)}
+            row = {"start": None, "end": None, "start_frame": start, "label": self.classes[int(label)],
+                   "score": round(float(score), 4)}
             if attention is not None:
                 row["attention"] = [round(float(a), 4) for a in attention[i]]
             pred.segments.append(row)
+
+    def _set_times(self, pred: Prediction) -> None:
+        """Window start/end in seconds from the measured frame rate (frame index / fps; 1 fps if unknown)."""
+        fps = pred.fps or 1.0
+        for row in pred.segments:
+            start = row["start_frame"]
+            row["start"] = round(start / fps, 3)
+            row["end"] = round(min(start + self.span, max(pred.num_frames, 1)) / fps, 3)
 
 
 def predict_videos(predictor: Predictor, videos: Iterable[str | Path], *, topk: int = 5,

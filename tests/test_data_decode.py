@@ -177,3 +177,46 @@ def test_decode_error_pickles_with_its_kind():
 
     e = pickle.loads(pickle.dumps(VideoDecodeError("a.mp4", "zero-byte file", "empty")))
     assert (e.path, e.problem, e.kind, str(e)) == ("a.mp4", "zero-byte file", "empty", "a.mp4: zero-byte file")
+
+
+# ------------------------------------------------------------------------------------------ VideoStream
+@pytest.mark.parametrize("name", ["h264", "h264_gop", "mpeg4_avi", "gif", "rot90", "folder"])
+def test_video_stream_is_one_pass_that_also_probes(video_files, video_tools, name, monkeypatch):
+    path = video_files[name]
+    expected_info = probe(path)
+    expected_frames = list(iter_frames(path, size=(24, 32)))
+    opens = []
+    original_open = decode._open
+    monkeypatch.setattr(decode, "_open", lambda *a, **k: opens.append(a) or original_open(*a, **k))
+    stream = decode.VideoStream(path, size=(24, 32))
+    assert stream.info is None  # known only once the stream has ended
+    frames = list(stream)
+    assert len(opens) == (0 if name == "folder" else 1)  # one decoding pass, no probe before it
+    assert stream.info == expected_info
+    assert len(frames) == expected_info.num_frames
+    assert all(torch.equal(a, b) for a, b in zip(frames, expected_frames))
+
+
+def test_video_stream_short_side_follows_the_upright_frame(video_files, video_tools):
+    upright = list(decode.VideoStream(video_files["rot90"], short_side=24))  # upright 48 wide x 64 high
+    assert upright[0].shape == (32, 24, 3)
+    assert torch.equal(torch.stack(upright), read_frames(video_files["rot90"], range(6), size=(32, 24)))
+    assert list(decode.VideoStream(video_files["h264"], short_side=24))[0].shape == (24, 32, 3)
+    with pytest.raises(ValueError, match="size or short_side"):
+        decode.VideoStream(video_files["h264"], size=(24, 32), short_side=24)
+
+
+def test_video_stream_errors(tmp_path, video_tools):
+    path = video_tools.write_truncated_mp4(tmp_path / "cut.mp4", 30)
+    stream = decode.VideoStream(path)
+    got = []
+    with pytest.raises(VideoDecodeError, match="decoder error"):
+        for frame in stream:
+            got.append(frame)
+    assert stream.info == probe(path) and len(got) == stream.info.num_frames  # good frames first, then the error
+    assert "decoder error" in stream.info.decode_error
+    with pytest.raises(VideoDecodeError, match="file not found"):
+        list(decode.VideoStream(tmp_path / "missing.mp4"))
+    (tmp_path / "notes.mp4").write_text("not a video")
+    with pytest.raises(VideoDecodeError):
+        next(iter(decode.VideoStream(tmp_path / "notes.mp4")))

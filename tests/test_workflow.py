@@ -198,6 +198,21 @@ def test_predict_timeline_short_video_and_broken_file(trained, tmp_path):
     assert bad.error and "bad.mp4" in bad.error and not bad.topk
 
 
+def test_predict_decodes_a_video_once(trained, tmp_path, monkeypatch):
+    from actionbert.data import decode
+
+    path = _long_video(tmp_path / "long.mp4", 40)
+    expected = decode.probe(path)
+    opens = []
+    original_open = decode._open
+    monkeypatch.setattr(decode, "_open", lambda *a, **k: opens.append(a[0]) or original_open(*a, **k))
+    model, info = load_model(trained)
+    pred = Predictor(model, info).predict(path)
+    assert opens == [path]  # no separate probing pass: one pass streams the frames and measures the video
+    assert (pred.num_frames, pred.fps) == (expected.num_frames, expected.fps) == (40, 10.0)
+    assert [(s["start"], s["end"]) for s in pred.segments] == [(0.0, 1.6), (1.6, 3.2), (2.4, 4.0)]
+
+
 def test_predict_uses_checkpoint_settings(trained, tmp_path):
     model, info = load_model(trained)
     p = Predictor(model, info)

@@ -9,8 +9,8 @@ videos into clips, `synthetic` writes the built-in demo dataset.
 from actionbert.data.cache import cache_file, read_cached, write_cache, write_frame_folder
 from actionbert.data.clips import ClipRecord, ClipReport, ClipSpecError, cut_clips
 from actionbert.data.dataset import Sample, VideoClipDataset, collate_clips, load_split
-from actionbert.data.decode import (FrameTable, VideoDecodeError, VideoInfo, frame_table, iter_frames, probe,
-                                    read_frames, short_side_size)
+from actionbert.data.decode import (FrameTable, VideoDecodeError, VideoInfo, VideoStream, frame_table, iter_frames,
+                                    probe, read_frames, short_side_size)
 from actionbert.data.prepare import LAYOUTS, PrepareReport, Problem, detect_layout, prepare_dataset
 from actionbert.data.sampling import (center_clip_indices, circular_indices, test_window_indices,
                                       train_clip_indices, uniform_clip_indices)
@@ -22,6 +22,7 @@ __all__ = [
     "LAYOUTS", "NORMALIZATION", "SYNTHETIC_CLASSES",
     "ClipRecord", "ClipReport", "ClipSpecError", "EvalTransform", "FrameTable", "PrepareReport", "Problem",
     "Sample", "TenCropTransform", "TrainTransform", "VideoClipDataset", "VideoDecodeError", "VideoInfo",
+    "VideoStream",
     "cache_file", "center_clip_indices", "circular_indices", "collate_clips", "cut_clips", "detect_layout",
     "eval_transform", "frame_table", "iter_frames", "load_split", "make_synthetic_dataset", "prepare_dataset",
     "probe", "read_cached", "read_frames", "short_side_size", "ten_crop_transform", "test_window_indices",

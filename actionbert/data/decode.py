@@ -188,20 +188,37 @@ class _Scan:
 def _scan(path: str | os.PathLike) -> _Scan:
     container, stream = _open(path)
     with container:
-        count, rotation, keyframes, pts = 0, 0.0, [], []
+        log = _DecodeLog()
         error = None
         try:
             for frame in container.decode(stream):
-                if count == 0:
-                    rotation = frame.rotation or 0.0
-                keyframes.append(bool(frame.key_frame))
-                pts.append(frame.pts)
-                count += 1
+                log.add(frame)
         except av.error.FFmpegError as e:  # a decoder error mid-stream: keep what decoded
-            error = f"decoder error after {count} frames ({_ffmpeg_message(e)})"
+            error = f"decoder error after {log.count} frames ({_ffmpeg_message(e)})"
+        return log.finish(path, container, stream, error)
+
+
+class _DecodeLog:
+    """What a decoding pass learns about a video, frame by frame; `finish` turns it into `probe`'s answer."""
+
+    def __init__(self) -> None:
+        self.count, self.rotation = 0, 0.0
+        self.keyframes: list[bool] = []
+        self.pts: list[int | None] = []
+
+    def add(self, frame) -> None:
+        if self.count == 0:
+            self.rotation = frame.rotation or 0.0
+        self.keyframes.append(bool(frame.key_frame))
+        self.pts.append(frame.pts)
+        self.count += 1
+
+    def finish(self, path, container, stream, error: str | None) -> _Scan:
+        """The `_Scan` of the pass; raises `VideoDecodeError` when no frame decoded."""
+        count, pts = self.count, self.pts
         if count == 0:
             raise VideoDecodeError(path, error or "no decodable video frame", "corrupt")
-        quarter_turns = _quarter_turns(rotation)
+        quarter_turns = _quarter_turns(self.rotation)
         width, height = stream.codec_context.width, stream.codec_context.height
         if quarter_turns % 2:
             width, height = height, width
@@ -227,7 +244,8 @@ def _scan(path: str | os.PathLike) -> _Scan:
         )
         clean = (container.format.name not in _NO_SEEK_FORMATS and None not in pts and len(set(pts)) == len(pts)
                  and pts == sorted(pts))
-        return _Scan(info=info, times=times, keyframes=keyframes, pts=pts if clean else None, time_base=time_base)
+        return _Scan(info=info, times=times, keyframes=self.keyframes, pts=pts if clean else None,
+                     time_base=time_base)
 
 
 def _frame_times(pts: list[int | None], time_base: float, rate: float) -> list[float]:
@@ -314,6 +332,58 @@ def iter_frames(path: str | os.PathLike, *, size: tuple[int, int] | None = None,
         yield torch.from_numpy(array)
     if reader.error:
         raise VideoDecodeError(path, reader.error, "corrupt")
+
+
+class VideoStream:
+    """One decoding pass over a whole video that yields its frames and, when exhausted, describes the video
+    exactly as `probe` would, so a long video is decoded once instead of twice (`predict`).
+
+    Iterate it once: uint8 frames (H, W, 3), RGB, upright, at `size` or with the shorter side scaled to
+    `short_side` (aspect kept; decided from the first frame). Memory is bounded by one frame. Errors:
+    `VideoDecodeError` on the first `next()` when the file cannot be opened or no frame decodes; a decoder error
+    part-way raises `VideoDecodeError` after the good frames, with `info` already set (its `decode_error`
+    says where decoding stopped).
+
+    Attributes:
+        info: the `VideoInfo` (same values as `probe(path)`), None until the stream has ended.
+    """
+
+    def __init__(self, path: str | os.PathLike, *, size: tuple[int, int] | None = None,
+                 short_side: int | None = None, threads: int = 1) -> None:
+        if size is not None and short_side is not None:
+            raise ValueError("give size or short_side, not both")
+        self.path, self.size, self.short_side, self.threads = path, size, short_side, threads
+        self.info: VideoInfo | None = None
+
+    def __iter__(self) -> Iterator[torch.Tensor]:
+        if Path(self.path).is_dir():
+            info = _probe_folder(Path(self.path))
+            size = self._size(info.height, info.width)
+            for f in _image_files(Path(self.path)):
+                yield torch.from_numpy(_load_image(f, size))
+            self.info = info
+            return
+        container, stream = _open(self.path, threads=self.threads)
+        with container:
+            log, convert, error = _DecodeLog(), None, None
+            try:
+                for frame in container.decode(stream):
+                    log.add(frame)
+                    if convert is None:
+                        turns = _quarter_turns(frame.rotation or 0.0)
+                        height, width = (frame.width, frame.height) if turns % 2 else (frame.height, frame.width)
+                        convert = _Converter(self._size(height, width))
+                    yield torch.from_numpy(convert(frame))
+            except av.error.FFmpegError as e:
+                error = f"decoder error after {log.count} frames ({_ffmpeg_message(e)})"
+            self.info = log.finish(self.path, container, stream, error).info
+        if error:
+            raise VideoDecodeError(self.path, error, "corrupt")
+
+    def _size(self, height: int, width: int) -> tuple[int, int] | None:
+        if self.short_side is not None:
+            return short_side_size(height, width, self.short_side)
+        return self.size
 
 
 class _MidStreamError(Exception):
