@@ -544,9 +544,14 @@ def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     _, run, _ = COMMANDS[args.command]
     if args.command in COMPUTE_COMMANDS:
+        import logging
+
         from actionbert.runtime import keep_freed_memory
 
         keep_freed_memory()
+        # torch.compile's C++ build imports torch.utils.cpp_extension, which warns "No CUDA runtime is found" on
+        # every CPU-only machine; actionbert builds no CUDA extension, so that warning is noise here.
+        logging.getLogger("torch.utils.cpp_extension").setLevel(logging.ERROR)
     return run(args)
 
 

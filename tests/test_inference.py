@@ -165,8 +165,9 @@ def test_bad_arguments_raise(kw, err):
         prepare_for_inference(_tiny(backbone="r2plus1d_tiny", head="tgap"), **kw)
 
 
-def test_bf16_agrees_with_fp32_on_top1():
-    model = _tiny(backbone="r2plus1d_tiny", head="bert")
+@pytest.mark.parametrize("backbone", ["r2plus1d_tiny", "resnext_tiny"])  # resnext: the stacked bf16 stem
+def test_bf16_agrees_with_fp32_on_top1(backbone):
+    model = _tiny(backbone=backbone, head="bert")
     x = torch.randn(16, *CLIP[1:])
     fp32 = prepare_for_inference(model, compile=False)(x)
     bf16 = prepare_for_inference(model, compile=False, precision="bf16")(x)
