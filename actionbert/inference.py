@@ -22,8 +22,8 @@ model --deepcopy--> eval() --fold BN into the preceding Conv3d--> to(device, cha
 
 On the CPU, a process that runs many calls should also call `actionbert.runtime.keep_freed_memory()` once (the
 CLI does): it stops glibc from unmapping freed activations, which otherwise costs a page fault per 4 KiB on every
-call (11% in fp32, 22% in bf16 of an R(2+1)D-34 inference call on the 2-core machine of `benchmarks/README.md`). It changes the
-whole process's allocator, so this module leaves that decision to the caller.
+call (11% in fp32, 22% in bf16 of an R(2+1)D-34 inference call on the 2-core machine of `benchmarks/README.md`).
+It changes the whole process's allocator, so this module leaves that decision to the caller.
 
 Outputs equal the eager fp32 model within fp32 rounding (bf16/fp16 are approximations by design). The original
 model is never modified, so training can go on with it.

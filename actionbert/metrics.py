@@ -43,7 +43,8 @@ def classification_report(logits: torch.Tensor, labels: torch.Tensor, classes: S
     support = cm.sum(dim=1)
     predicted = cm.sum(dim=0)
     diag = cm.diag()
-    recall = torch.where(support > 0, diag / support.clamp(min=1), torch.full_like(diag, float("nan"), dtype=torch.float))
+    recall = torch.where(support > 0, diag / support.clamp(min=1),
+                         torch.full_like(diag, float("nan"), dtype=torch.float))
     precision = torch.where(predicted > 0, diag / predicted.clamp(min=1),
                             torch.full_like(diag, float("nan"), dtype=torch.float))
     present = support > 0

@@ -1,8 +1,9 @@
 """Prediction on new videos: video-level top-k and, for long videos, a sliding-window timeline.
 
 Frames are streamed (`decode.VideoStream`: one decoding pass, which also measures the frame count and rate),
-so memory is bounded by one window of frames plus one batch of clips, whatever the video's length. The clip length, frame stride, resize, crop size and normalisation come from
-the checkpoint or model folder, never from guesses.
+so memory is bounded by one window of frames plus one batch of clips, whatever the video's length. The clip
+length, frame stride, resize, crop size and normalisation come from the checkpoint or model folder, never from
+guesses.
 
 ```
 video --stream--> frames (resized) --window (span = (L-1)*stride+1, hop)--> clip (3, L, S, S)

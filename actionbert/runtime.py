@@ -1,7 +1,8 @@
 """Run-time environment: device choice, torch.distributed (torchrun / DDP), seeding, RNG state capture and
 the process's memory allocator.
 
-Devices are chosen at run time ("auto" = CUDA when present, else CPU); no module moves tensors with a hard-coded CUDA call.
+Devices are chosen at run time ("auto" = CUDA when present, else CPU); no module moves tensors with a hard-coded
+CUDA call.
 Several processes (GPUs or machines) are started with `torchrun`, which sets RANK / WORLD_SIZE / LOCAL_RANK; the
 backend is NCCL on CUDA and gloo on the CPU.
 """
@@ -131,8 +132,9 @@ def keep_freed_memory() -> str:
     PyTorch's CPU allocator is plain `malloc`. glibc serves large blocks (a layer's activations: tens of MB) with
     a fresh `mmap` and returns them with `munmap` when freed (or trims the heap), so every forward pass touches
     new pages and pays one page fault per 4 KiB. On the 2-core VM of `benchmarks/README.md` that cost 7-8 ms per
-    29 MB activation: 11% (fp32) to 22% (bf16) of a whole R(2+1)D-34 inference call. With `M_MMAP_MAX = 0` (no mmap for large blocks) and a 2 GiB
-    `M_TRIM_THRESHOLD` (no trimming), freed blocks stay in the heap and the next call reuses them.
+    29 MB activation: 11% (fp32) to 22% (bf16) of a whole R(2+1)D-34 inference call. With `M_MMAP_MAX = 0` (no
+    mmap for large blocks) and a 2 GiB `M_TRIM_THRESHOLD` (no trimming), freed blocks stay in the heap and the
+    next call reuses them.
 
     The price: the process keeps its peak memory until it exits. The CLI applies this for its compute commands
     (train, eval, predict, ablate, demo); set `ACTIONBERT_KEEP_FREED_MEMORY=0` to opt out. Child processes
