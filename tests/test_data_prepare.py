@@ -276,6 +276,72 @@ def test_cache_and_frame_export(tmp_path, video_tools):
     assert again.counts["train"] == 2 and not again.problems
 
 
+def test_cache_is_written_in_the_probing_pass_for_every_usable_video(data_messy, tmp_path, monkeypatch):
+    """The messy folder with `cache=True`: the same answers as without a cache (rows, problems), each video
+    decoded once, a cache file exactly for the usable videos, holding the frames the row counts."""
+    from actionbert.data import decode
+
+    plain = prepare_dataset(data_messy, tmp_path / "plain", val_fraction=0.25, seed=0)
+    opens = []
+    original_open = decode._open
+    monkeypatch.setattr(decode, "_open", lambda *a, **k: opens.append(str(a[0])) or original_open(*a, **k))
+    out = tmp_path / "cached"
+    report = prepare_dataset(data_messy, out, val_fraction=0.25, seed=0, cache=True, cache_short_side=32)
+    assert len(opens) == len(set(opens))  # no file opened twice: one decoding pass per video
+    assert report.counts == plain.counts and report.skipped == plain.skipped
+    assert read_problems(out / "problems.csv") == read_problems(tmp_path / "plain" / "problems.csv")
+    rows = read_csv(out / "train.csv") + read_csv(out / "val.csv")
+    assert rows == read_csv(tmp_path / "plain" / "train.csv") + read_csv(tmp_path / "plain" / "val.csv")
+    files = sorted((out / "cache").iterdir())
+    assert files == sorted(cache_file(out / "cache", r["video_id"]) for r in rows)  # none for skipped videos
+    total = 0
+    for r in rows:
+        frames = np.load(cache_file(out / "cache", r["video_id"]), mmap_mode="r")
+        assert frames.shape[0] == int(r["num_frames"]) and min(frames.shape[1:3]) == 32  # truncated one too
+        total += cache_file(out / "cache", r["video_id"]).stat().st_size
+    assert report.cache_bytes == total
+
+
+def test_a_cache_that_cannot_be_written_is_reported_and_the_video_kept(tmp_path, video_tools, monkeypatch):
+    data = tmp_path / "data"
+    for cls in ("a", "b"):
+        video_tools.write_coded(data / cls / "0.mp4", 6)
+
+    def disk_full(video, file, **kw):
+        raise OSError(28, "No space left on device")
+
+    monkeypatch.setattr("actionbert.data.prepare.cache_video", disk_full)
+    report = prepare_dataset(data, tmp_path / "p", cache=True, val_fraction=0.0)
+    assert report.counts["train"] == 2 and report.cache_bytes == 0
+    problems = read_problems(tmp_path / "p" / "problems.csv")
+    assert [(p.kind, p.action) for p in problems] == [("cache_failed", "kept")] * 2
+    assert "No space left on device" in problems[0].reason
+    samples, _ = load_split(tmp_path / "p", "train")
+    assert [s.num_frames for s in samples] == [6, 6] and not any(s.cache for s in samples)
+
+
+def test_cache_video_is_probe_and_cache_in_one_pass(tmp_path, video_tools):
+    import io
+
+    from actionbert.data.cache import _npy_header, cache_video
+    from actionbert.data.decode import VideoDecodeError
+
+    cut = video_tools.write_truncated_mp4(tmp_path / "cut.mp4", 30)
+    info, size = cache_video(cut, tmp_path / "c" / "cut.npy", short_side=24)
+    assert info == probe(cut) and "decoder error" in info.decode_error  # the frames before the error are kept
+    frames = np.load(tmp_path / "c" / "cut.npy")
+    expected = np.stack([f.numpy() for f in iter_frames(cut, size=short_side_size(48, 64, 24),
+                                                        stop=info.num_frames)])
+    assert np.array_equal(frames, expected) and size == (tmp_path / "c" / "cut.npy").stat().st_size
+    with pytest.raises(VideoDecodeError, match="file not found"):
+        cache_video(tmp_path / "missing.mp4", tmp_path / "c" / "missing.npy")
+    assert sorted(p.name for p in (tmp_path / "c").iterdir()) == ["cut.npy"]  # nothing half-written left
+    for shape in [(10, 64, 77, 3), (123456, 128, 171, 3)]:
+        buffer = io.BytesIO()
+        np.lib.format.write_array_header_1_0(buffer, {"descr": "|u1", "fortran_order": False, "shape": shape})
+        assert _npy_header(shape) == buffer.getvalue()  # NumPy's own header, byte for byte
+
+
 def test_small_videos_are_not_upscaled_in_the_cache(tmp_path, video_tools):
     data = tmp_path / "data"
     for cls in ("a", "b"):

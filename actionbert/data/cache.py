@@ -8,7 +8,9 @@ than JPEG frame folders (see benchmarks/data.py). The price is disk space: a 128
 about 10x a JPEG of the same size (UCF101 at this size is ~160 GB); `prepare` reports the total.
 
 Files are named from the video id (readable part plus a hash, ASCII only) and written atomically (a temporary
-name, then a rename), so an interrupted `prepare` never leaves a half-written file that looks complete.
+name, then a rename), so an interrupted `prepare` never leaves a half-written file that looks complete. One
+decoding pass both writes a video's cache and measures the video (`cache_video` returns `probe`'s answer), so
+`prepare --cache` decodes each video once.
 """
 
 from __future__ import annotations
@@ -16,13 +18,14 @@ from __future__ import annotations
 import hashlib
 import os
 import re
+import struct
 from pathlib import Path
 from typing import Sequence
 
 import numpy as np
 import torch
 
-from actionbert.data.decode import VideoDecodeError, VideoInfo, iter_frames, probe, short_side_size
+from actionbert.data.decode import VideoDecodeError, VideoInfo, VideoStream, iter_frames, probe, short_side_size
 
 #: Folder names inside a prepared dataset directory.
 CACHE_DIRNAME = "cache"
@@ -38,46 +41,82 @@ def cache_file(cache_dir: str | os.PathLike, video_id: str) -> Path:
     return Path(cache_dir) / f"{readable}-{digest}.npy"
 
 
-def write_cache(video: str | os.PathLike, file: str | os.PathLike, *, short_side: int = CACHE_SHORT_SIDE,
-                info: VideoInfo | None = None) -> tuple[int, int]:
-    """Decode every frame of `video` once at training resolution and store it in `file`.
+def cache_video(video: str | os.PathLike, file: str | os.PathLike, *,
+                short_side: int = CACHE_SHORT_SIDE) -> tuple[VideoInfo, int]:
+    """Decode every frame of `video` once, at training resolution, into the cache `file`, and describe the video.
+
+    One decoding pass does what `probe` and a separate cache pass would do in two. The frames are appended to a
+    temporary file behind a reserved header, which is written once the frame count is known, then the file is
+    renamed into place. A decoder error part-way keeps the frames before it (as `probe` counts them; the
+    returned info's `decode_error` says so).
 
     Args:
         video: a video file or frame folder.
         file: the `.npy` file to write (parent folders are created).
         short_side: short side of the stored frames in pixels (aspect ratio kept); smaller videos are stored
             at their own size (the transform resizes them anyway, upscaling would only cost disk).
-        info: the video's `probe` result (frame count and size); probed here when None.
 
     Returns:
-        (frames written, bytes on disk).
+        (the video's `VideoInfo`, equal to `probe(video)`; bytes on disk).
 
     Raises:
-        VideoDecodeError: the video does not decode to `num_frames` frames.
+        VideoDecodeError: the video cannot be opened or no frame decodes (no file is left behind).
+        OSError: the file cannot be written (no file is left behind).
     """
-    info = info or probe(video)
-    num_frames = info.num_frames
-    size = short_side_size(info.height, info.width, min(short_side, info.height, info.width))  # never upscale
     file = Path(file)
     file.parent.mkdir(parents=True, exist_ok=True)
     tmp = file.with_name(file.name + ".part")
-    array = np.lib.format.open_memmap(tmp, mode="w+", dtype=np.uint8, shape=(num_frames, *size, 3))  # (T,H,W,3)
-    count = 0
+    stream = VideoStream(video, short_side=short_side, upscale=False)
+    count, frame_shape = 0, None
     try:
-        for frame in iter_frames(video, size=size, stop=num_frames):
-            array[count] = frame.numpy()
-            count += 1
-        if count != num_frames:
-            raise VideoDecodeError(video, f"expected {num_frames} frames for the cache, {count} decoded",
-                                   "short_read")
-        array.flush()
-        array = None  # close the memory map before the rename
+        with open(tmp, "wb") as out:
+            out.write(bytes(_HEADER_BYTES))  # replaced by the real header once the frame count is known
+            try:
+                for frame in stream:  # (H, W, 3) uint8
+                    out.write(frame.numpy().tobytes())
+                    count, frame_shape = count + 1, tuple(frame.shape)
+            except VideoDecodeError:
+                if stream.info is None:  # nothing usable decoded
+                    raise
+            out.seek(0)
+            out.write(_npy_header((count, *frame_shape)))
         os.replace(tmp, file)
     except BaseException:
-        array = None
         tmp.unlink(missing_ok=True)
         raise
-    return count, file.stat().st_size
+    return stream.info, file.stat().st_size
+
+
+def write_cache(video: str | os.PathLike, file: str | os.PathLike, *, short_side: int = CACHE_SHORT_SIDE,
+                info: VideoInfo | None = None) -> tuple[int, int]:
+    """`cache_video`, returning (frames written, bytes on disk).
+
+    Args:
+        info: the video's `probe` result, if known: the cache must then hold exactly `info.num_frames` frames.
+
+    Raises:
+        VideoDecodeError: the video does not decode, or not to `info.num_frames` frames (no file is kept).
+    """
+    decoded, size = cache_video(video, file, short_side=short_side)
+    if info is not None and decoded.num_frames != info.num_frames:
+        Path(file).unlink(missing_ok=True)
+        raise VideoDecodeError(video, f"expected {info.num_frames} frames for the cache, {decoded.num_frames} "
+                                      "decoded", "short_read")
+    return decoded.num_frames, size
+
+
+#: Bytes of the `.npy` header of a cache file: NumPy writes 128 for a (T, H, W, 3) uint8 array (64-byte aligned).
+_HEADER_BYTES = 128
+
+
+def _npy_header(shape: tuple[int, ...]) -> bytes:
+    """The `.npy` format 1.0 header of a C-ordered uint8 array of `shape`, padded to `_HEADER_BYTES` (as
+    `np.save` writes it for such shapes)."""
+    text = "{'descr': '|u1', 'fortran_order': False, 'shape': %r, }" % (tuple(shape),)
+    body = text.ljust(_HEADER_BYTES - 10 - 1) + "\n"
+    if len(body) != _HEADER_BYTES - 10:
+        raise ValueError(f"cache header for shape {shape} does not fit in {_HEADER_BYTES} bytes")
+    return b"\x93NUMPY\x01\x00" + struct.pack("<H", len(body)) + body.encode("latin1")
 
 
 def read_cached(file: str | os.PathLike, indices: Sequence[int]) -> torch.Tensor:

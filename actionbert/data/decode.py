@@ -349,10 +349,11 @@ class VideoStream:
     """
 
     def __init__(self, path: str | os.PathLike, *, size: tuple[int, int] | None = None,
-                 short_side: int | None = None, threads: int = 1) -> None:
+                 short_side: int | None = None, upscale: bool = True, threads: int = 1) -> None:
         if size is not None and short_side is not None:
             raise ValueError("give size or short_side, not both")
         self.path, self.size, self.short_side, self.threads = path, size, short_side, threads
+        self.upscale = upscale  # with short_side: False keeps a video whose short side is smaller at its size
         self.info: VideoInfo | None = None
 
     def __iter__(self) -> Iterator[torch.Tensor]:
@@ -382,7 +383,8 @@ class VideoStream:
 
     def _size(self, height: int, width: int) -> tuple[int, int] | None:
         if self.short_side is not None:
-            return short_side_size(height, width, self.short_side)
+            short = self.short_side if self.upscale else min(self.short_side, height, width)
+            return short_side_size(height, width, short)
         return self.size
 
 

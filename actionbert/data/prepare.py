@@ -68,12 +68,12 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable, Mapping, Sequence
 
-from actionbert.data.cache import (CACHE_DIRNAME, CACHE_SHORT_SIDE, FRAMES_DIRNAME, cache_file, write_cache,
+from actionbert.data.cache import (CACHE_DIRNAME, CACHE_SHORT_SIDE, FRAMES_DIRNAME, cache_file, cache_video,
                                    write_frame_folder)
 from actionbert.data.dataset import write_split
 from actionbert.data.decode import VIDEO_EXTENSIONS, VideoDecodeError, VideoInfo, is_frame_folder, probe
 
-#: `progress(stage, done, total)`: stage is "probe", "cache" or "frames".
+#: `progress(stage, done, total)`: stage is "probe" ("probe+cache" with the cache) or "frames".
 Progress = Callable[[str, int, int], None]
 
 SPLITS = ("train", "val", "test")
@@ -389,10 +389,13 @@ def prepare_dataset(data: str | os.PathLike, out: str | os.PathLike, *, layout: 
         listing.classes = declared
 
     entries = _checked_entries(listing, problems)
-    infos = _probe_all(entries, workers, progress)
+    # one decoding pass per video measures it and, with `cache`, writes its cache file at the same time
+    cache_dir = out / CACHE_DIRNAME if cache else None
+    infos = _probe_all(entries, workers, progress, cache_dir, cache_short_side, problems)
     usable: list[tuple[Entry, VideoInfo]] = []
+    cache_bytes = 0
     for entry in entries:
-        result = infos[id(entry)]
+        result, cached_bytes = infos[id(entry)]
         if isinstance(result, VideoDecodeError):
             problems.append(Problem(str(entry.path), result.kind, result.problem))
             continue
@@ -400,6 +403,9 @@ def prepare_dataset(data: str | os.PathLike, out: str | os.PathLike, *, layout: 
         problems.extend(notes)
         if keep:
             usable.append((entry, result))
+            cache_bytes += cached_bytes
+        elif cache_dir is not None:
+            cache_file(cache_dir, entry.video_id).unlink(missing_ok=True)  # an unusable video needs no cache
 
     class_names = _class_list(listing.classes, [e for e, _ in usable])
     groups = [_own_group(e.path) for e, _ in usable]
@@ -428,11 +434,6 @@ def prepare_dataset(data: str | os.PathLike, out: str | os.PathLike, *, layout: 
         (out / "test.csv").unlink()  # a stale test list from an earlier run would be read by load_split
 
     info_of = {entry.video_id: info for entry, info in usable}
-    all_rows = [r for s in SPLITS for r in rows[s]]
-    cache_bytes = 0
-    if cache:
-        cache_bytes = _write_caches(all_rows, info_of, out / CACHE_DIRNAME, cache_short_side, workers, progress,
-                                    problems)
     if frames:
         _write_frames(rows, info_of, out, cache_short_side, workers, progress, problems)
 
@@ -646,22 +647,35 @@ def _checked_entries(listing: Listing, problems: list[Problem]) -> list[Entry]:
     return kept
 
 
-def _probe_all(entries: list[Entry], workers: int,
-               progress: Progress | None) -> dict[int, VideoInfo | VideoDecodeError]:
-    results: dict[int, VideoInfo | VideoDecodeError] = {}
+def _probe_all(entries: list[Entry], workers: int, progress: Progress | None, cache_dir: Path | None,
+               short_side: int, problems: list[Problem]) -> dict[int, tuple[VideoInfo | VideoDecodeError, int]]:
+    """Probe every entry, in parallel; with `cache_dir`, the same decoding pass writes its cache file.
 
+    Returns: id(entry) -> (its VideoInfo or the VideoDecodeError, bytes of its cache file or 0). A cache that
+    cannot be written (disk full, ...) is reported in `problems` and the video is probed instead.
+    """
     def one(entry: Entry):
         try:
-            return entry, probe(entry.path)
+            if cache_dir is None:
+                return entry, probe(entry.path), 0, None
+            try:
+                info, size = cache_video(entry.path, cache_file(cache_dir, entry.video_id), short_side=short_side)
+                return entry, info, size, None
+            except OSError as e:
+                return entry, probe(entry.path), 0, e
         except VideoDecodeError as e:
-            return entry, e
+            return entry, e, 0, None
 
-    total = len(entries)
+    results: dict[int, tuple[VideoInfo | VideoDecodeError, int]] = {}
+    total, stage = len(entries), "probe" if cache_dir is None else "probe+cache"
     with ThreadPoolExecutor(max_workers=max(1, workers)) as pool:
-        for done, (entry, result) in enumerate(pool.map(one, entries), start=1):
-            results[id(entry)] = result
+        for done, (entry, result, size, cache_error) in enumerate(pool.map(one, entries), start=1):
+            results[id(entry)] = (result, size)
+            if cache_error is not None and not isinstance(result, VideoDecodeError):
+                problems.append(Problem(str(entry.path), "cache_failed", f"not cached ({cache_error}); it will be "
+                                                                         "decoded at training time", "kept"))
             if progress is not None:
-                progress("probe", done, total)
+                progress(stage, done, total)
     return results
 
 
@@ -786,27 +800,6 @@ def _declared_classes(classes) -> list[str] | None:
             names.append(parts[1] if len(parts) == 2 and parts[0].isdigit() else line)
         return names
     return [str(c) for c in classes]
-
-
-def _write_caches(rows, info_of, cache_dir, short_side, workers, progress, problems) -> int:
-    def one(row):
-        try:
-            return row, write_cache(row["path"], cache_file(cache_dir, row["video_id"]), short_side=short_side,
-                                    info=info_of[row["video_id"]])
-        except (VideoDecodeError, OSError) as e:
-            return row, e
-
-    total, written = len(rows), 0
-    with ThreadPoolExecutor(max_workers=max(1, workers)) as pool:
-        for done, (row, result) in enumerate(pool.map(one, rows), start=1):
-            if isinstance(result, Exception):
-                problems.append(Problem(row["path"], "cache_failed", f"not cached ({result}); it will be decoded "
-                                                                     f"at training time", "kept"))
-            else:
-                written += result[1]
-            if progress is not None:
-                progress("cache", done, total)
-    return written
 
 
 def _write_frames(rows, info_of, out, short_side, workers, progress, problems) -> None:
