@@ -103,7 +103,7 @@ def evaluate(model_path: str | Path, *, data: str | Path, split: str = "val", vi
                                transform=transform, seed=seed)
     chosen = [i for i, (s, k, count) in enumerate(dataset.items) if k in select_windows(count, v.clips)]
     loader = DataLoader(Subset(dataset, chosen), batch_size=batch_size, shuffle=False, num_workers=workers,
-                        collate_fn=collate_clips)
+                        collate_fn=collate_clips, pin_memory=dev.type == "cuda")
     orders = ORDERS if temporal_check else ORDERS[:1]
     gen = torch.Generator().manual_seed(seed)
     shuffle = torch.randperm(info["clip_len"], generator=gen)

@@ -118,11 +118,13 @@ def build_datasets(cfg: RunConfig):
 
 
 def make_loader(dataset, *, batch_size: int, shuffle: bool, seed: int, info: runtime.DistInfo, workers: int,
-                drop_last: bool = False) -> DataLoader:
+                drop_last: bool = False, pin_memory: bool = False) -> DataLoader:
     """Training: a seeded DistributedSampler (also for one process), so the order of epoch e depends only on
     (seed, e) and the union of the processes' batches equals one process's batch of the same global size.
     Validation (`shuffle=False`): each process takes every world_size-th clip, without the padding
-    DistributedSampler adds, so every clip is counted exactly once."""
+    DistributedSampler adds, so every clip is counted exactly once. `pin_memory` (for CUDA) lets the
+    `non_blocking` copies to the GPU overlap with compute. Workers are not persistent: each epoch's workers
+    start from the dataset after its `set_epoch`."""
     from actionbert.data import collate_clips
 
     if shuffle:
@@ -131,7 +133,7 @@ def make_loader(dataset, *, batch_size: int, shuffle: bool, seed: int, info: run
     else:
         sampler = list(range(info.rank, len(dataset), info.world_size))
     return DataLoader(dataset, batch_size=batch_size, sampler=sampler, num_workers=workers,
-                      collate_fn=collate_clips, drop_last=drop_last)
+                      collate_fn=collate_clips, drop_last=drop_last, pin_memory=pin_memory)
 
 
 # ----------------------------------------------------------------------------------------------- train
@@ -202,10 +204,12 @@ def _train(cfg: RunConfig, *, resume: bool, hooks: TrainHooks, device: torch.dev
         history = list(ckpt["history"])
         runtime.set_rng_state(ckpt["rng"])
 
+    pin = device.type == "cuda"
     train_loader = make_loader(train_ds, batch_size=t.batch_size, shuffle=True, seed=t.seed, info=info,
-                               workers=cfg.data.num_workers, drop_last=len(train_ds) >= t.batch_size * info.world_size)
+                               workers=cfg.data.num_workers, drop_last=len(train_ds) >= t.batch_size * info.world_size,
+                               pin_memory=pin)
     val_loader = make_loader(val_ds, batch_size=t.batch_size, shuffle=False, seed=t.seed, info=info,
-                             workers=cfg.data.num_workers)
+                             workers=cfg.data.num_workers, pin_memory=pin)
     writer = None
     if info.is_main:
         run_dir.mkdir(parents=True, exist_ok=True)
