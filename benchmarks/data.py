@@ -104,8 +104,8 @@ def main(argv: list[str] | None = None) -> int:
     import torch
     from PIL import Image
 
-    from actionbert.data.cache import cache_file, read_cached, write_cache
-    from actionbert.data.decode import probe, read_frames, short_side_size
+    from actionbert.data.cache import cache_file, cache_video, read_cached
+    from actionbert.data.decode import read_frames, short_side_size
 
     torch.set_num_threads(1)
     cv2.setNumThreads(1)
@@ -123,9 +123,8 @@ def main(argv: list[str] | None = None) -> int:
             for k, frames in enumerate(scenes):
                 path = work / f"{codec}_{k}{ext}"
                 _write(path, frames, codec)
-                info = probe(path)
                 cache = cache_file(work / "cache", path.name)
-                write_cache(path, cache, info=info)
+                info, _ = cache_video(path, cache)
                 jpeg_dir = work / "jpeg" / path.stem
                 jpeg_dir.mkdir(parents=True, exist_ok=True)
                 for i, frame in enumerate(read_frames(path, range(info.num_frames)).numpy(), start=1):

@@ -6,7 +6,7 @@ math: which frames) -> `transforms` (resize, crop, flip, normalise) -> `dataset`
 videos into clips, `synthetic` writes the built-in demo dataset.
 """
 
-from actionbert.data.cache import cache_file, read_cached, write_cache, write_frame_folder
+from actionbert.data.cache import cache_file, cache_video, read_cached, write_frame_folder
 from actionbert.data.clips import ClipRecord, ClipReport, ClipSpecError, cut_clips
 from actionbert.data.dataset import Sample, VideoClipDataset, collate_clips, load_split
 from actionbert.data.decode import (FrameTable, VideoDecodeError, VideoInfo, VideoStream, frame_table, iter_frames,
@@ -22,9 +22,9 @@ __all__ = [
     "LAYOUTS", "NORMALIZATION", "SYNTHETIC_CLASSES",
     "ClipRecord", "ClipReport", "ClipSpecError", "EvalTransform", "FrameTable", "PrepareReport", "Problem",
     "Sample", "TenCropTransform", "TrainTransform", "VideoClipDataset", "VideoDecodeError", "VideoInfo",
-    "VideoStream",
-    "cache_file", "center_clip_indices", "circular_indices", "collate_clips", "cut_clips", "detect_layout",
+    "VideoStream", "cache_file", "cache_video", "center_clip_indices", "circular_indices", "collate_clips",
+    "cut_clips", "detect_layout",
     "eval_transform", "frame_table", "iter_frames", "load_split", "make_synthetic_dataset", "prepare_dataset",
     "probe", "read_cached", "read_frames", "short_side_size", "ten_crop_transform", "test_window_indices",
-    "train_clip_indices", "train_transform", "uniform_clip_indices", "write_cache", "write_frame_folder",
+    "train_clip_indices", "train_transform", "uniform_clip_indices", "write_frame_folder",
 ]

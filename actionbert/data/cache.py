@@ -87,24 +87,6 @@ def cache_video(video: str | os.PathLike, file: str | os.PathLike, *,
     return stream.info, file.stat().st_size
 
 
-def write_cache(video: str | os.PathLike, file: str | os.PathLike, *, short_side: int = CACHE_SHORT_SIDE,
-                info: VideoInfo | None = None) -> tuple[int, int]:
-    """`cache_video`, returning (frames written, bytes on disk).
-
-    Args:
-        info: the video's `probe` result, if known: the cache must then hold exactly `info.num_frames` frames.
-
-    Raises:
-        VideoDecodeError: the video does not decode, or not to `info.num_frames` frames (no file is kept).
-    """
-    decoded, size = cache_video(video, file, short_side=short_side)
-    if info is not None and decoded.num_frames != info.num_frames:
-        Path(file).unlink(missing_ok=True)
-        raise VideoDecodeError(video, f"expected {info.num_frames} frames for the cache, {decoded.num_frames} "
-                                      "decoded", "short_read")
-    return decoded.num_frames, size
-
-
 #: Bytes of the `.npy` header of a cache file: NumPy writes 128 for a (T, H, W, 3) uint8 array (64-byte aligned).
 _HEADER_BYTES = 128
 
