@@ -96,8 +96,8 @@ class Predictor:
             for starts, logits, attention in self._windows(stream, pred):
                 window_logits.append(logits)
                 self._add_segments(pred, starts, logits, attention)
-        except VideoDecodeError as e:  # nothing decoded: the file cannot be used at all
-            pred.error, pred.segments = str(e), []
+        except VideoDecodeError as e:  # raised only before the first frame: the file cannot be used at all
+            pred.error = str(e)
             return pred
         if stream.info is not None:
             pred.num_frames, pred.fps = stream.info.num_frames, stream.info.fps

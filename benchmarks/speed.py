@@ -312,11 +312,11 @@ def bench_inference(key: str, batches: list[int], repeats: int, peaks: dict[str,
         outputs, warm = {}, {}
         log(f"  {name} b{batch} naive: warm-up in the baseline process")
         t0 = time.perf_counter()
-        outputs["naive"], print_ = baseline.request("infer", key, batch, batch)
+        outputs["naive"], theirs = baseline.request("infer", key, batch, batch)
         warm["naive"] = time.perf_counter() - t0
-        if print_ != fingerprint(model):
-            raise RuntimeError(f"the baseline process built other weights for {name} ({print_} != "
-                               f"{fingerprint(model)})")
+        ours = fingerprint(model)
+        if theirs != ours:
+            raise RuntimeError(f"the baseline process built other weights for {name} ({theirs} != {ours})")
         for mode, fn in calls.items():
             log(f"  {name} b{batch} {mode}: warm-up")
             t0 = time.perf_counter()

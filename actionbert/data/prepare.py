@@ -391,11 +391,11 @@ def prepare_dataset(data: str | os.PathLike, out: str | os.PathLike, *, layout: 
     entries = _checked_entries(listing, problems)
     # one decoding pass per video measures it and, with `cache`, writes its cache file at the same time
     cache_dir = out / CACHE_DIRNAME if cache else None
-    infos = _probe_all(entries, workers, progress, cache_dir, cache_short_side, problems)
+    infos = _probe_all(entries, workers, progress, cache_dir, cache_short_side)
     usable: list[tuple[Entry, VideoInfo]] = []
     cache_bytes = 0
     for entry in entries:
-        result, cached_bytes = infos[id(entry)]
+        result, cached_bytes, cache_error = infos[id(entry)]
         if isinstance(result, VideoDecodeError):
             problems.append(Problem(str(entry.path), result.kind, result.problem))
             continue
@@ -404,6 +404,9 @@ def prepare_dataset(data: str | os.PathLike, out: str | os.PathLike, *, layout: 
         if keep:
             usable.append((entry, result))
             cache_bytes += cached_bytes
+            if cache_error is not None:
+                problems.append(Problem(str(entry.path), "cache_failed", f"not cached ({cache_error}); it will "
+                                                                         "be decoded at training time", "kept"))
         elif cache_dir is not None:
             cache_file(cache_dir, entry.video_id).unlink(missing_ok=True)  # an unusable video needs no cache
 
@@ -648,32 +651,29 @@ def _checked_entries(listing: Listing, problems: list[Problem]) -> list[Entry]:
 
 
 def _probe_all(entries: list[Entry], workers: int, progress: Progress | None, cache_dir: Path | None,
-               short_side: int, problems: list[Problem]) -> dict[int, tuple[VideoInfo | VideoDecodeError, int]]:
+               short_side: int) -> dict[int, tuple[VideoInfo | VideoDecodeError, int, OSError | None]]:
     """Probe every entry, in parallel; with `cache_dir`, the same decoding pass writes its cache file.
 
-    Returns: id(entry) -> (its VideoInfo or the VideoDecodeError, bytes of its cache file or 0). A cache that
-    cannot be written (disk full, ...) is reported in `problems` and the video is probed instead.
+    Returns: id(entry) -> (its VideoInfo or the VideoDecodeError, bytes of its cache file or 0, the error that
+    kept the cache from being written, if any: the video is then probed instead).
     """
     def one(entry: Entry):
         try:
             if cache_dir is None:
-                return entry, probe(entry.path), 0, None
+                return entry, (probe(entry.path), 0, None)
             try:
                 info, size = cache_video(entry.path, cache_file(cache_dir, entry.video_id), short_side=short_side)
-                return entry, info, size, None
-            except OSError as e:
-                return entry, probe(entry.path), 0, e
+                return entry, (info, size, None)
+            except OSError as e:  # disk full, permissions, ...: the video itself may be fine
+                return entry, (probe(entry.path), 0, e)
         except VideoDecodeError as e:
-            return entry, e, 0, None
+            return entry, (e, 0, None)
 
-    results: dict[int, tuple[VideoInfo | VideoDecodeError, int]] = {}
+    results = {}
     total, stage = len(entries), "probe" if cache_dir is None else "probe+cache"
     with ThreadPoolExecutor(max_workers=max(1, workers)) as pool:
-        for done, (entry, result, size, cache_error) in enumerate(pool.map(one, entries), start=1):
-            results[id(entry)] = (result, size)
-            if cache_error is not None and not isinstance(result, VideoDecodeError):
-                problems.append(Problem(str(entry.path), "cache_failed", f"not cached ({cache_error}); it will be "
-                                                                         "decoded at training time", "kept"))
+        for done, (entry, result) in enumerate(pool.map(one, entries), start=1):
+            results[id(entry)] = result
             if progress is not None:
                 progress(stage, done, total)
     return results
