@@ -10,6 +10,8 @@ from __future__ import annotations
 import argparse
 import sys
 
+from actionbert.precisions import INFERENCE_PRECISIONS, TRAIN_PRECISIONS
+
 
 # --------------------------------------------------------------------------------------------- models
 def _args_models(p: argparse.ArgumentParser) -> None:
@@ -53,7 +55,7 @@ def _args_train(p: argparse.ArgumentParser) -> None:
     p.add_argument("--resume", action="store_true", help="continue the run in train.out from its last.pt")
     p.add_argument("--out", help="run folder (train.out)")
     p.add_argument("--data", help="prepared dataset folder (data.root)")
-    p.add_argument("--precision", choices=["fp32", "bf16", "fp16"], help="train.precision")
+    p.add_argument("--precision", choices=TRAIN_PRECISIONS, help="train.precision")
     p.add_argument("--device", help="train.device: auto, cpu, cuda, cuda:1 ...")
     p.add_argument("--epochs", type=int, help="train.epochs")
     p.add_argument("--pretrained", help="weights to start from (train.pretrained)")
@@ -272,7 +274,7 @@ def _args_eval(p: argparse.ArgumentParser) -> None:
                    help="also evaluate frame-reversed and frame-shuffled clips (order dependence)")
     p.add_argument("--out", help="folder for report.json, confusion.csv/png, predictions.csv")
     p.add_argument("--device", default="auto")
-    p.add_argument("--precision", default="fp32", choices=["fp32", "bf16", "fp16"])
+    p.add_argument("--precision", default="fp32", choices=INFERENCE_PRECISIONS)
     p.add_argument("--batch-size", type=int, default=4)
     p.add_argument("--workers", type=int, default=0)
     p.add_argument("--eager", action="store_true", help="run the model as trained (no BatchNorm folding/compile)")
@@ -324,7 +326,7 @@ def _args_predict(p: argparse.ArgumentParser) -> None:
     fmt.add_argument("--csv", action="store_true", help="print the timeline as CSV")
     p.add_argument("--plot", help="folder for one timeline PNG per video")
     p.add_argument("--device", default="auto")
-    p.add_argument("--precision", default="fp32", choices=["fp32", "bf16", "fp16"])
+    p.add_argument("--precision", default="fp32", choices=INFERENCE_PRECISIONS)
     p.add_argument("--batch-size", type=int, default=4)
     p.add_argument("--eager", action="store_true", help="run the model as trained (no BatchNorm folding/compile)")
 

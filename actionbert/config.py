@@ -21,6 +21,7 @@ from typing import Any, get_type_hints
 import yaml
 
 from actionbert.models import ModelConfig, get_backbone_spec
+from actionbert.precisions import TRAIN_PRECISIONS
 
 
 @dataclass(frozen=True)
@@ -67,7 +68,8 @@ class TrainConfig:
         warmup_epochs: linear learning-rate warm-up from lr/100 over this many epochs (0 = off).
         freeze_backbone_epochs: train only the head and classifier for this many first epochs.
         early_stopping: stop after this many epochs without a better validation top-1 (0 = off).
-        precision: "fp32", "bf16" (autocast, also on CPU) or "fp16" (GPU only, with a gradient scaler).
+        precision: "fp32", "bf16" (autocast, also on CPU), "fp16" (GPU only, with a gradient scaler) or "fp64"
+            (float64 weights and activations: many times slower; for exactness checks such as the DDP test).
         channels_last: run convolutions in channels-last 3D memory format.
         sync_bn: synchronise BatchNorm statistics across processes (small per-GPU batches; CUDA only).
         freeze_bn: keep BatchNorm layers in eval mode (running statistics; affine parameters still train).
@@ -111,7 +113,6 @@ class RunConfig:
 
 
 SECTIONS = {"model": ModelConfig, "data": DataConfig, "train": TrainConfig}
-PRECISIONS = ("fp32", "bf16", "fp16")
 
 
 class ConfigError(ValueError):
@@ -214,8 +215,8 @@ def apply_override(raw: dict[str, Any], item: str) -> dict[str, Any]:
 
 def validate(cfg: RunConfig, *, where: str = "config") -> None:
     t = cfg.train
-    if t.precision not in PRECISIONS:
-        raise ConfigError(f"{where}: train.precision must be one of {PRECISIONS}, got {t.precision!r}")
+    if t.precision not in TRAIN_PRECISIONS:
+        raise ConfigError(f"{where}: train.precision must be one of {TRAIN_PRECISIONS}, got {t.precision!r}")
     for name in ("epochs", "batch_size", "accumulation"):
         if getattr(t, name) < 1:
             raise ConfigError(f"{where}: train.{name} must be >= 1, got {getattr(t, name)}")

@@ -45,7 +45,8 @@ from torch.nn.modules.batchnorm import _BatchNorm
 from torch.nn.modules.conv import _ConvNd
 from torch.nn.utils.fusion import fuse_conv_bn_eval
 
-PRECISIONS = ("fp32", "bf16", "fp16")
+from actionbert.precisions import INFERENCE_PRECISIONS
+
 AUTOCAST_DTYPES = {"bf16": torch.bfloat16, "fp16": torch.float16}
 CONVS = {1: nn.Conv1d, 2: nn.Conv2d, 3: nn.Conv3d}
 BATCHNORMS = {1: nn.BatchNorm1d, 2: nn.BatchNorm2d, 3: nn.BatchNorm3d}
@@ -356,8 +357,8 @@ def prepare_for_inference(model: nn.Module, *, precision: str = "fp32", device: 
     Returns:
         An `InferenceModel`; its `report` says what was folded and compiled, or why not.
     """
-    if precision not in PRECISIONS:
-        raise ValueError(f"unknown precision {precision!r}; choose one of {', '.join(PRECISIONS)}")
+    if precision not in INFERENCE_PRECISIONS:
+        raise ValueError(f"unknown precision {precision!r}; choose one of {', '.join(INFERENCE_PRECISIONS)}")
     if compile not in (True, False, "auto"):
         raise ValueError(f"compile must be True, False or 'auto', got {compile!r}")
     device = torch.device(device)

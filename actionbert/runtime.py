@@ -67,9 +67,14 @@ def select_device(name: str = "auto", *, local_rank: int = 0) -> torch.device:
     return device
 
 
+def param_dtype(precision: str) -> torch.dtype:
+    """The dtype of weights and inputs: float64 for "fp64", else float32 (bf16/fp16 autocast inside)."""
+    return torch.float64 if precision == "fp64" else torch.float32
+
+
 def autocast(device: torch.device, precision: str):
-    """Mixed-precision context: bf16 works on CPU and GPU, fp16 only on GPU; fp32 = no autocast."""
-    if precision == "fp32":
+    """Mixed-precision context: bf16 works on CPU and GPU, fp16 only on GPU; fp32 and fp64 = no autocast."""
+    if precision in ("fp32", "fp64"):
         return nullcontext()
     if precision == "fp16" and device.type != "cuda":
         raise ValueError("precision fp16 needs a CUDA device; use bf16 on the CPU")

@@ -182,7 +182,7 @@ def _train(cfg: RunConfig, *, resume: bool, hooks: TrainHooks, device: torch.dev
             raise ValueError("sync_bn needs CUDA devices (PyTorch's SyncBatchNorm has no CPU kernel)")
         model = nn.SyncBatchNorm.convert_sync_batchnorm(model)
     memory_format = torch.channels_last_3d if t.channels_last else torch.contiguous_format
-    model = model.to(device=device, memory_format=memory_format)
+    model = model.to(device=device, dtype=runtime.param_dtype(t.precision), memory_format=memory_format)
     core: VideoClassifier = model
     if info.enabled:
         model = nn.parallel.DistributedDataParallel(model, device_ids=[device.index] if device.type == "cuda" else None)
@@ -307,13 +307,15 @@ def _train_epoch(model, core, loader, optimizer, scaler, cfg, device, info, hook
             labels, weight = torch.zeros(1, dtype=torch.long), 0.0
         else:
             labels, weight = batch["label"], 1.0
-        video = video.to(device, non_blocking=True).contiguous(memory_format=memory_format)
+        video = video.to(device, runtime.param_dtype(t.precision), non_blocking=True)
+        video = video.contiguous(memory_format=memory_format)
         labels = labels.to(device)
         ctx = model.no_sync() if info.enabled and not sync_now else nullcontext()
         with ctx:
             with runtime.autocast(device, t.precision):
                 logits = model(video)
-                loss = F.cross_entropy(logits.float(), labels, label_smoothing=t.label_smoothing)
+                logits = logits.to(runtime.param_dtype(t.precision))  # the loss in fp32 (fp64) under autocast
+                loss = F.cross_entropy(logits, labels, label_smoothing=t.label_smoothing)
             scaler.scale(loss * weight / t.accumulation).backward()
         if sync_now:
             scaler.step(optimizer)
@@ -346,10 +348,10 @@ def evaluate_loader(model, loader, *, device, info: runtime.DistInfo, precision:
                 hooks.on_failure(video_id, reason)
         if batch.get("video") is None:
             continue
-        video = batch["video"].to(device).contiguous(memory_format=memory_format)
+        video = batch["video"].to(device, runtime.param_dtype(precision)).contiguous(memory_format=memory_format)
         labels = batch["label"].to(device)
         with runtime.autocast(device, precision):
-            logits = model(video).float()
+            logits = model(video).to(runtime.param_dtype(precision))
         loss_sum += F.cross_entropy(logits, labels, reduction="sum").item()
         correct += topk_correct(logits, labels)
         count += labels.numel()
