@@ -7,6 +7,7 @@ import numpy as np
 import onnxruntime as ort
 import pytest
 import torch
+from tolerances import rel_to_max, reorder_bound
 
 from actionbert import build_model
 from actionbert import export as ex
@@ -57,7 +58,7 @@ def test_export_matches_eager_with_dynamic_batch(name, fmt, tmp_path):
     with torch.no_grad():
         expected, got = model(clip), run(clip)
     assert got.shape == (4, 6)
-    np.testing.assert_allclose(got.numpy(), expected.numpy(), rtol=0, atol=1e-4)
+    assert rel_to_max(got, expected) < reorder_bound(model)  # another runtime's kernels: the same maths reordered
 
 
 def test_check_fails_when_the_exported_outputs_differ(tmp_path, monkeypatch):
@@ -105,7 +106,8 @@ def test_cli_export_from_folder_and_training_checkpoint(tmp_path, capsys, monkey
     session = ort.InferenceSession(str(tmp_path / "m.onnx"), providers=["CPUExecutionProvider"])
     clip = torch.randn(1, 3, 8, 32, 32)
     with torch.no_grad():
-        np.testing.assert_allclose(session.run(None, {"clip": clip.numpy()})[0], model(clip).numpy(), atol=1e-4)
+        got = torch.from_numpy(session.run(None, {"clip": clip.numpy()})[0])
+        assert rel_to_max(got, model(clip)) < reorder_bound(model)
 
     assert main(["export", str(tmp_path / "best.pt"), "--format", "torch-export", "--out",
                  str(tmp_path / "m.pt2"), "--batch", "1"]) == 0

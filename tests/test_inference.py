@@ -13,6 +13,8 @@ import pytest
 import torch
 from torch import nn
 
+from tolerances import autocast_bound, rel_to_max, reorder_bound
+
 from actionbert.inference import InferenceModel, find_conv_bn_pairs, fold_batchnorm, prepare_for_inference
 from actionbert.models import build_model
 
@@ -52,10 +54,6 @@ def _tiny(**kw) -> nn.Module:
     return _trained_like(build_model(num_classes=K, clip_len=CLIP[2], **kw))
 
 
-def _rel(a: torch.Tensor, b: torch.Tensor) -> float:
-    return float((a - b).abs().max() / b.abs().max())
-
-
 def _count_bn(model: nn.Module) -> int:
     return sum(isinstance(m, nn.modules.batchnorm._BatchNorm) for m in model.modules())
 
@@ -69,12 +67,13 @@ def test_prepared_equals_eager_and_has_no_batchnorm(kw):
         ref_logits, ref_attention = model.forward_with_attention(x)
     prepared = prepare_for_inference(model, compile=False)
     logits, attention = prepared.forward_with_attention(x)
-    assert _rel(logits, ref_logits) < 1e-4
-    assert _rel(prepared(x), ref_logits) < 1e-4
+    bound = reorder_bound(model)  # folding and channels-last change the summation order, not the maths
+    assert rel_to_max(logits, ref_logits) < bound
+    assert rel_to_max(prepared(x), ref_logits) < bound
     assert (attention is None) == (ref_attention is None)
     if attention is not None:
         assert attention.shape == ref_attention.shape
-        assert _rel(attention, ref_attention) < 1e-4
+        assert rel_to_max(attention, ref_attention) < bound
     assert _count_bn(prepared) == 0, prepared.report.unfolded_bn
     assert len(prepared.report.folded_bn) == _count_bn(model)
 
@@ -112,7 +111,7 @@ def test_fold_keeps_batchnorm_whose_convolution_feeds_something_else():
     assert names == ["bn2"] and isinstance(folded.bn, nn.BatchNorm3d) and isinstance(folded.bn2, nn.Identity)
     x = torch.randn(2, 3, 4, 8, 8)
     with torch.no_grad():
-        assert _rel(folded(x), model(x)) < 1e-5
+        assert rel_to_max(folded(x), model(x)) < reorder_bound(model)
 
 
 def test_fold_searches_inside_untraceable_modules():
@@ -132,7 +131,7 @@ def test_fold_without_fold_bn_keeps_batchnorm():
     assert _count_bn(prepared) == _count_bn(model) and not prepared.report.folded_bn
     x = torch.randn(*CLIP)
     with torch.no_grad():
-        assert _rel(prepared(x), model(x)) < 1e-5
+        assert rel_to_max(prepared(x), model(x)) < reorder_bound(model)
 
 
 # -------------------------------------------------------------------------------------------- interface
@@ -168,14 +167,15 @@ def test_bad_arguments_raise(kw, err):
 @pytest.mark.parametrize("backbone", ["r2plus1d_tiny", "resnext_tiny"])  # resnext: the stacked bf16 stem
 def test_bf16_agrees_with_fp32_on_top1(backbone):
     model = _tiny(backbone=backbone, head="bert")
-    x = torch.randn(16, *CLIP[1:])
+    x = torch.randn(64, *CLIP[1:])
     fp32 = prepare_for_inference(model, compile=False)(x)
     bf16 = prepare_for_inference(model, compile=False, precision="bf16")(x)
     assert bf16.dtype == torch.float32
-    assert _rel(bf16, fp32) < 0.05  # bf16 keeps ~3 significant digits
+    bound = autocast_bound(model)  # rounding of weights and activations to bf16: the same on every CPU
+    assert rel_to_max(bf16, fp32) < bound
     top2 = fp32.topk(2, dim=1).values
-    clear = (top2[:, 0] - top2[:, 1]) > 0.05 * fp32.abs().max()  # ties within bf16 noise may flip
-    assert clear.sum() >= 8, "test clips too ambiguous to check top-1"
+    clear = (top2[:, 0] - top2[:, 1]) > 2 * bound * fp32.abs().max()  # a decision the bound cannot flip
+    assert clear.any(), "test clips too ambiguous to check top-1"
     assert torch.equal(bf16.argmax(1)[clear], fp32.argmax(1)[clear])
 
 
@@ -220,7 +220,7 @@ def test_falls_back_when_torch_compile_raises(monkeypatch):
     assert "Dynamo is not supported here" in prepared.report.compile_error and not prepared.report.compiled
     x = torch.randn(*CLIP)
     with torch.no_grad():
-        assert _rel(prepared(x), model(x)) < 1e-4
+        assert rel_to_max(prepared(x), model(x)) < reorder_bound(model)
 
 
 def test_falls_back_when_compiled_call_fails(monkeypatch):
@@ -231,7 +231,7 @@ def test_falls_back_when_compiled_call_fails(monkeypatch):
     with pytest.warns(RuntimeWarning, match="C\\+\\+ compiler"):
         out = prepared(x)
     with torch.no_grad():
-        assert _rel(out, model(x)) < 1e-4
+        assert rel_to_max(out, model(x)) < reorder_bound(model)
     assert "no working C++ compiler" in prepared.report.compile_error
     prepared(x)  # later calls go straight to eager
     assert made[0].calls == 1 and not prepared.report.compiled
@@ -289,7 +289,8 @@ def test_compiled_equals_eager():
         ref_logits, ref_attention = model.forward_with_attention(x)
     logits, attention = prepared.forward_with_attention(x)
     assert prepared.report.compiled, prepared.report.summary()
-    assert _rel(logits, ref_logits) < 1e-4 and _rel(attention, ref_attention) < 1e-4
+    bound = reorder_bound(model)  # Inductor fuses and reorders; the maths is the same
+    assert rel_to_max(logits, ref_logits) < bound and rel_to_max(attention, ref_attention) < bound
 
 
 # ------------------------------------------------------------------------------------------ predictor
