@@ -85,8 +85,8 @@ def fetch(name: str, *, progress: bool = False) -> Path:
     url = download_url(entry)
     if url is None:
         raise PretrainedError(f"{entry.name} has no download URL: {entry.where_to_get}; put the file at {path}")
-    path.parent.mkdir(parents=True, exist_ok=True)
     try:
+        path.parent.mkdir(parents=True, exist_ok=True)
         torch.hub.download_url_to_file(url, str(path), hash_prefix=entry.sha256, progress=progress)
     except RuntimeError as e:
         if "invalid hash value" not in str(e):
@@ -140,9 +140,9 @@ def weights_table() -> list[dict]:
     rows = []
     for e in REGISTRY.values():
         path = cache_path(e)
-        size = e.size_mb if e.size_mb is not None else (round(path.stat().st_size / 1e6, 1) if path.is_file()
-                                                         else None)
+        size = e.size_mib if e.size_mib is not None else (round(path.stat().st_size / 2**20, 1) if path.is_file()
+                                                           else None)
         rows.append({"name": e.name, "backbone": e.backbone, "clip_len": e.clip_len, "classes": e.num_classes,
-                     "labels": e.classes or "-", "size_MB": size, "source": e.source,
+                     "labels": e.classes or "-", "size_MiB": size, "source": e.source,
                      "cached": "yes" if path.is_file() else ("no" if e.url else "no (get it by hand)")})
     return rows

@@ -27,7 +27,8 @@ class WeightsEntry:
         sha256: the full SHA-256 (64 hex digits) or the publisher's prefix of it; None when none is published.
         hash_note: where the hash comes from and whether the publisher's own loader checks it.
         classes: name of a class list resolved at run time (`class_names`), None when no label map is known.
-        size_mb: file size as its publisher states it (MB), None when unknown.
+        size_mib: file size as its publisher states it, in MiB (torchvision's `_file_size`, which it labels MB:
+            r2plus1d_18's 31,505,325 fp32 parameters are 120.2 MiB), None when unknown.
         pretrained_on: the data it was trained on.
         licence: licence of the file (or of the code that publishes it, when the file has none of its own).
         citation: the paper(s) to cite.
@@ -44,7 +45,7 @@ class WeightsEntry:
     sha256: str | None = None
     hash_note: str = ""
     classes: str | None = None
-    size_mb: float | None = None
+    size_mib: float | None = None
     pretrained_on: str = ""
     licence: str = ""
     citation: str = ""
@@ -115,15 +116,15 @@ def _reference_note(arch: str) -> str:
 _ENTRIES = (
     WeightsEntry("kinetics400_r2plus1d_18", "r2plus1d_18-91a641e6.pth", "torchvision", "r2plus1d_18", 16, 400,
                  url=_TV + "r2plus1d_18-91a641e6.pth", sha256="91a641e6", hash_note=_TV_HASH,
-                 classes="kinetics400", size_mb=120.318, pretrained_on=_KINETICS, licence=_TV_LICENCE,
+                 classes="kinetics400", size_mib=120.318, pretrained_on=_KINETICS, licence=_TV_LICENCE,
                  citation=_TRAN),
     WeightsEntry("kinetics400_r3d_18", "r3d_18-b3b3357e.pth", "torchvision", "r3d_18", 16, 400,
                  url=_TV + "r3d_18-b3b3357e.pth", sha256="b3b3357e", hash_note=_TV_HASH,
-                 classes="kinetics400", size_mb=127.359, pretrained_on=_KINETICS, licence=_TV_LICENCE,
+                 classes="kinetics400", size_mib=127.359, pretrained_on=_KINETICS, licence=_TV_LICENCE,
                  citation=_TRAN),
     WeightsEntry("kinetics400_mc3_18", "mc3_18-a90a0ba3.pth", "torchvision", "mc3_18", 16, 400,
                  url=_TV + "mc3_18-a90a0ba3.pth", sha256="a90a0ba3", hash_note=_TV_HASH,
-                 classes="kinetics400", size_mb=44.672, pretrained_on=_KINETICS, licence=_TV_LICENCE,
+                 classes="kinetics400", size_mib=44.672, pretrained_on=_KINETICS, licence=_TV_LICENCE,
                  citation=_TRAN),
     WeightsEntry("ig65m_r2plus1d_34_32f", "r2plus1d_34_clip32_ig65m_from_scratch-449a7af9.pth", "ig65m",
                  "r2plus1d_34", 32, 359, url=_IG + "r2plus1d_34_clip32_ig65m_from_scratch-449a7af9.pth",

@@ -320,6 +320,6 @@ def test_every_registry_entry_is_well_formed():
         assert names is None or (len(names) == e.num_classes and len(set(names)) == e.num_classes), name
         if e.source == "torchvision":  # the facts torchvision itself ships
             weights = torchvision_weights[e.backbone].KINETICS400_V1
-            assert e.url == weights.url and e.size_mb == weights.meta["_file_size"], name
+            assert e.url == weights.url and e.size_mib == weights.meta["_file_size"], name
             assert names == list(weights.meta["categories"]), name
     assert [e.num_classes for e in REGISTRY.values() if e.source == "ig65m"] == [359, 487, 400, 400]
