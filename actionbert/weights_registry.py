@@ -164,9 +164,10 @@ REGISTRY: dict[str, WeightsEntry] = {e.name: e for e in _ENTRIES}
 
 
 def _kinetics400() -> list[str]:
-    from torchvision.models._meta import _KINETICS400_CATEGORIES  # torchvision ships the list; not copied here
+    """torchvision's Kinetics-400 class names (its public weights metadata), read at run time, never copied here."""
+    from torchvision.models.video import R2Plus1D_18_Weights
 
-    return list(_KINETICS400_CATEGORIES)
+    return list(R2Plus1D_18_Weights.KINETICS400_V1.meta["categories"])
 
 
 # Class lists an entry may name in `classes`, resolved only when asked for.
