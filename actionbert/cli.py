@@ -16,35 +16,20 @@ from actionbert.precisions import INFERENCE_PRECISIONS, TRAIN_PRECISIONS
 # --------------------------------------------------------------------------------------------- models
 def _args_models(p: argparse.ArgumentParser) -> None:
     p.add_argument("--num-classes", type=int, default=51, help="class count used for the parameter counts")
+    p.add_argument("--weights", action="store_true", help="list the known pretrained weights (--pretrained NAME)")
 
 
 def _run_models(args: argparse.Namespace) -> int:
+    from actionbert.hub import MIRROR_ENV, cache_dir, weights_table
     from actionbert.models import list_models
+    from actionbert.tables import text_table
 
-    rows = list_models(num_classes=args.num_classes)
-    print(_table(rows))
+    if args.weights:
+        print(text_table(weights_table()))
+        print(f"cache: {cache_dir()} (TORCH_HOME); downloads from ${MIRROR_ENV}/<file> when set")
+    else:
+        print(text_table(list_models(num_classes=args.num_classes)))
     return 0
-
-
-def _table(rows: list[dict]) -> str:
-    """Format a list of same-keyed dicts as an aligned plain-text table."""
-    if not rows:
-        return "(nothing)"
-    keys = list(rows[0])
-    cells = [[_fmt(r[k]) for k in keys] for r in rows]
-    widths = [max(len(k), *(len(c[i]) for c in cells)) for i, k in enumerate(keys)]
-    line = lambda vals: "  ".join(v.rjust(w) if _numeric(v) else v.ljust(w) for v, w in zip(vals, widths))  # noqa: E731
-    return "\n".join([line(keys), line(["-" * w for w in widths]), *(line(c) for c in cells)])
-
-
-def _fmt(v) -> str:
-    if isinstance(v, int) and not isinstance(v, bool):
-        return f"{v:,}"
-    return "-" if v is None else str(v)
-
-
-def _numeric(s: str) -> bool:
-    return s.replace(",", "").replace(".", "").replace("-", "").isdigit()
 
 
 # ---------------------------------------------------------------------------------------------- train
@@ -58,8 +43,10 @@ def _args_train(p: argparse.ArgumentParser) -> None:
     p.add_argument("--precision", choices=TRAIN_PRECISIONS, help="train.precision")
     p.add_argument("--device", help="train.device: auto, cpu, cuda, cuda:1 ...")
     p.add_argument("--epochs", type=int, help="train.epochs")
-    p.add_argument("--pretrained", help="weights to start from (train.pretrained)")
-    p.add_argument("--pretrained-source", help="torchvision | ig65m | hara | reference | actionbert")
+    p.add_argument("--pretrained", help="weights to start from: a file, or a name from `actionbert models "
+                                        "--weights` (downloaded once, verified) (train.pretrained)")
+    p.add_argument("--pretrained-source", help="format of a --pretrained file: torchvision | ig65m | hara | "
+                                               "reference | actionbert (default actionbert; implied by a name)")
     p.add_argument("--sync-bn", action="store_true", help="synchronise BatchNorm across processes (CUDA)")
     p.add_argument("--quiet", action="store_true", help="no progress bar")
 
@@ -76,8 +63,11 @@ def _cli_overrides(args: argparse.Namespace, mapping: dict[str, str]) -> list[st
 def _run_train(args: argparse.Namespace) -> int:
     import os
 
+    from actionbert.checkpoint import CheckpointError
     from actionbert.config import load_config
+    from actionbert.hub import resolve
     from actionbert.train import train
+    from actionbert.weights import named_entry
 
     overrides = args.overrides + _cli_overrides(args, {
         "out": "train.out", "data": "data.root", "precision": "train.precision", "device": "train.device",
@@ -86,7 +76,14 @@ def _run_train(args: argparse.Namespace) -> int:
     cfg = load_config(args.config, overrides)
     main_process = os.environ.get("RANK", "0") == "0"
     hooks = _progress_hooks(quiet=args.quiet or not main_process)
-    result = train(cfg, resume=args.resume, hooks=hooks)
+    try:
+        if cfg.train.pretrained and not args.resume and main_process:  # a named file: checked, downloaded here
+            named_entry(cfg.train.pretrained, backbone=cfg.model.backbone, source=cfg.train.pretrained_source)
+            resolve(cfg.train.pretrained, progress=not args.quiet)
+        result = train(cfg, resume=args.resume, hooks=hooks)
+    except CheckpointError as e:  # weights that cannot be fetched, read or loaded: one line
+        print(f"error: {e}", file=sys.stderr)
+        return 2
     if main_process:
         print(f"best val top-1 {result.best_top1:.2f}% at epoch {result.best_epoch}; "
               f"{result.failures} clip(s) failed to decode; run folder {result.run_dir}")
@@ -447,9 +444,11 @@ def _run_demo(args: argparse.Namespace) -> int:
 
 # -------------------------------------------------------------------------------------------- convert
 def _args_convert(p: argparse.ArgumentParser) -> None:
-    p.add_argument("path", help="weights file (.pth / .pth.tar / .pt / .safetensors) or actionbert model folder")
-    p.add_argument("--source", required=True, choices=["torchvision", "ig65m", "hara", "reference", "actionbert"],
-                   help="format of PATH (torchvision/ig65m/hara hold a backbone only)")
+    p.add_argument("path", help="weights file (.pth / .pth.tar / .pt / .safetensors), actionbert model folder, or "
+                                "a name from `actionbert models --weights` (downloaded once, verified)")
+    p.add_argument("--source", choices=["torchvision", "ig65m", "hara", "reference", "actionbert"],
+                   help="format of a PATH file (torchvision/ig65m/hara hold a backbone only); implied by a name")
+    p.add_argument("--quiet", action="store_true", help="no download progress bar")
     p.add_argument("--out", required=True, help="actionbert model folder to write (model.safetensors + config.json)")
     p.add_argument("--backbone", help="e.g. r2plus1d_34, resnext101_3d (reference: from its `arch`, else the "
                                       "full-size backbone of its key layout)")
@@ -466,7 +465,8 @@ def _run_convert(args: argparse.Namespace) -> int:
     from pathlib import Path
 
     from actionbert.checkpoint import CheckpointError
-    from actionbert.weights import convert_weights
+    from actionbert.convert import convert_weights
+    from actionbert.hub import PretrainedError
 
     classes = None
     if args.classes:
@@ -474,10 +474,11 @@ def _run_convert(args: argparse.Namespace) -> int:
     try:
         folder, report = convert_weights(args.path, args.out, source=args.source, backbone=args.backbone,
                                          head=args.head, reduction=args.reduction, clip_len=args.clip_len,
-                                         num_classes=args.num_classes, classes=classes, input_size=args.input_size)
+                                         num_classes=args.num_classes, classes=classes, input_size=args.input_size,
+                                         progress=not args.quiet)
     except (CheckpointError, ValueError) as e:
         print(f"error: {e}", file=sys.stderr)
-        return 1
+        return 2 if isinstance(e, PretrainedError) else 1
     print(report.summary())
     cfg = json.loads((folder / "config.json").read_text())
     m = cfg["model"]

@@ -76,8 +76,10 @@ class TrainConfig:
         deterministic_layers: switch off dropout and token masking (for exact equivalence checks only).
         device: "auto" (CUDA if present, else CPU), "cpu", "cuda", "cuda:1", ...
         seed: seeds Python, NumPy and PyTorch; with the same seed a CPU run is reproducible.
-        pretrained: backbone/model weights to start from (see `actionbert.load_weights`).
-        pretrained_source: format of `pretrained` ("torchvision", "ig65m", "hara", "reference", "actionbert").
+        pretrained: weights to start from: a file, a model folder or a known public file's name, downloaded once
+            (`actionbert models --weights`; see `actionbert.load_weights`).
+        pretrained_source: format of a `pretrained` file ("torchvision", "ig65m", "hara", "reference",
+            "actionbert"); None: "actionbert" for a file, the registry's format for a name.
         max_steps_per_epoch: cut epochs short (0 = full epochs); for smoke runs.
     """
 

@@ -31,7 +31,8 @@ from torch.utils.data import DataLoader, DistributedSampler
 
 from actionbert import runtime
 from actionbert.checkpoint import inference_config, load_checkpoint, save_checkpoint
-from actionbert.config import RunConfig, config_from_dict, config_to_dict, dump_config, resolve, transform_resize
+from actionbert.config import (RunConfig, TrainConfig, config_from_dict, config_to_dict, dump_config, resolve,
+                               transform_resize)
 from actionbert.metrics import topk_correct
 from actionbert.models import BertHead, VideoClassifier, get_backbone_spec
 
@@ -148,6 +149,20 @@ def train(cfg: RunConfig, *, resume: bool = False, hooks: TrainHooks | None = No
         runtime.shutdown_distributed()
 
 
+def _load_pretrained(model: VideoClassifier, t: TrainConfig, *, hooks: TrainHooks, info: runtime.DistInfo) -> None:
+    """Start from `t.pretrained`, a file or a registry name; a named file is downloaded once, by rank 0."""
+    from actionbert import hub
+    from actionbert.weights import load_weights
+
+    if info.enabled:
+        if info.is_main:
+            hub.resolve(t.pretrained)
+        runtime.barrier(info)  # the other processes then read rank 0's cache
+    report = load_weights(model, t.pretrained, source=t.pretrained_source)
+    if info.is_main:
+        hooks.on_message(report.summary())
+
+
 def _train(cfg: RunConfig, *, resume: bool, hooks: TrainHooks, device: torch.device,
            info: runtime.DistInfo) -> TrainResult:
     run_dir = Path(cfg.train.out)
@@ -170,11 +185,7 @@ def _train(cfg: RunConfig, *, resume: bool, hooks: TrainHooks, device: torch.dev
 
     model = VideoClassifier(cfg.model)
     if t.pretrained and ckpt is None:
-        from actionbert.weights import load_weights
-
-        report = load_weights(model, t.pretrained, source=t.pretrained_source or "actionbert")
-        if info.is_main:
-            hooks.on_message(report.summary())
+        _load_pretrained(model, t, hooks=hooks, info=info)
     if t.deterministic_layers:
         disable_stochastic_layers(model)
     if t.sync_bn:

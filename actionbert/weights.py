@@ -24,6 +24,10 @@ Sources (METHOD.md §9):
   with BERT (`bert.*`) or TGAP, classifier `fc_action.*`; keys may carry `module.` (DataParallel).
 - `actionbert`: our own model folder, `.safetensors` file, training checkpoint (`model_state`) or state dict.
 
+Known public files are also loaded by name (`load_weights(model, "kinetics400_r2plus1d_18")`): the registry
+(`actionbert.weights_registry`) gives their format, `actionbert.hub` downloads and verifies them. Writing a model
+folder from any of these is `actionbert.convert.convert_weights`.
+
 The first three are backbone-only: the backbone loads, everything else (reduction block, head, classifier) keeps
 its initialisation, and the pretraining classifier is reported as skipped. With FRMB, the checkpoint's last
 layer-4 block is skipped too (the FRMB block replaces it). For whole-model sources a classifier with another
@@ -42,7 +46,9 @@ from typing import Any, Callable
 import torch
 
 from actionbert.checkpoint import CheckpointError, load_checkpoint, load_safetensors
+from actionbert.hub import lookup, resolve
 from actionbert.models import VideoClassifier, get_backbone_spec
+from actionbert.weights_registry import WeightsEntry
 
 StateDict = dict[str, torch.Tensor]
 Rule = tuple[str, str]  # (regex matched at the start of a key, replacement)
@@ -335,13 +341,18 @@ def plan_load(state: StateDict, model: VideoClassifier, *, backbone_only: bool
     return to_load, skipped, mismatched
 
 
-def load_state(model: VideoClassifier, state_dict: StateDict, *, source: str, where: str = "<state dict>"
-               ) -> LoadReport:
-    """Load an in-memory state dict of format `source` into `model` (see `load_weights`)."""
+def load_state(model: VideoClassifier, state_dict: StateDict, *, source: str, where: str = "<state dict>",
+               keep_classifier: bool = False) -> LoadReport:
+    """Load an in-memory state dict of format `source` into `model` (see `load_weights`).
+
+    `keep_classifier`: the file is a whole classifier of a backbone-only format (a Kinetics-400 model whose
+    `fc` is the TGAP head's classifier): its `fc.*` loads too, and it is an error if it does not.
+    """
     if source not in FILTERS:
         raise ValueError(f"unknown weights source {source!r}; choose one of {', '.join(FILTERS)}")
     state = FILTERS[source](state_dict, model)
-    to_load, skipped, mismatched = plan_load(state, model, backbone_only=source in BACKBONE_ONLY)
+    backbone_only = source in BACKBONE_ONLY and not keep_classifier
+    to_load, skipped, mismatched = plan_load(state, model, backbone_only=backbone_only)
     if mismatched:
         more = f" (and {len(mismatched) - 8} more)" if len(mismatched) > 8 else ""
         raise WeightsError(f"{where} ({source}): shapes do not fit the model ({model.config.backbone}, "
@@ -360,6 +371,9 @@ def load_state(model: VideoClassifier, state_dict: StateDict, *, source: str, wh
             raise WeightsError(f"{where} ({source}): the file does not cover this model's backbone "
                                f"({model.config.backbone}): no tensor for {_describe(gaps)}; wrong source or "
                                "backbone?")
+    if keep_classifier and not {"fc.weight", "fc.bias"} <= set(to_load):
+        raise WeightsError(f"{where} ({source}): its classifier does not fit this model's: "
+                           f"{skipped.get('fc.weight', 'the file has no fc.weight / fc.bias')}")
     result = model.load_state_dict(to_load, strict=False)
     assert not result.unexpected_keys, result.unexpected_keys  # plan_load only passes model keys
     # missing is computed here, not taken from load_state_dict: BatchNorm quietly fills in absent
@@ -369,22 +383,45 @@ def load_state(model: VideoClassifier, state_dict: StateDict, *, source: str, wh
                       missing=[k for k in own if k not in to_load], reasons=skipped)
 
 
-def load_weights(model: VideoClassifier, path: str | Path, *, source: str) -> LoadReport:
-    """Load pretrained weights of format `source` from `path` into `model`, in place.
+def load_weights(model: VideoClassifier, path: str | Path, *, source: str | None = None, progress: bool = False
+                 ) -> LoadReport:
+    """Load pretrained weights into `model`, in place, from a file or a known public file by name.
 
     Args:
         model: the model, already built with the architecture and class count to train or run.
-        path: weights file or `actionbert` model folder (see `read_weights`); read without executing code.
-        source: "torchvision", "ig65m", "hara" (backbone only), "reference" or "actionbert" (whole model).
+        path: a weights file or `actionbert` model folder (see `read_weights`; read without executing code), or a
+            name of `actionbert.weights_registry.REGISTRY` (e.g. "kinetics400_r2plus1d_18"): downloaded once into
+            the torch hub cache and verified (`actionbert.hub.fetch`). An existing path wins over a name.
+        source: format of the file: "torchvision", "ig65m", "hara" (backbone only), "reference" or "actionbert"
+            (whole model). None: the registry's format for a name, "actionbert" for a path.
+        progress: draw a download progress bar on stderr.
 
     Returns:
         Which keys were loaded, skipped (with the reason) and missing. Raises `WeightsError` naming the key and
-        both shapes when a tensor does not fit, and when nothing fits at all.
+        both shapes when a tensor does not fit, and when nothing fits at all; `actionbert.hub.PretrainedError`
+        when a named file cannot be fetched or verified.
     """
-    if source not in FILTERS:
+    if source is not None and source not in FILTERS:
         raise ValueError(f"unknown weights source {source!r}; choose one of {', '.join(FILTERS)}")
-    state, _ = read_weights(path)
-    return load_state(model, state, source=source, where=str(path))
+    entry = named_entry(path, backbone=model.config.backbone, source=source)
+    source = entry.source if entry is not None else source
+    file, _ = resolve(path, progress=progress)
+    state, _ = read_weights(file)
+    return load_state(model, state, source=source or "actionbert", where=str(file))
+
+
+def named_entry(spec: str | Path, *, backbone: str, source: str | None = None) -> WeightsEntry | None:
+    """The registry entry `spec` names (None for a path), checked against the model before anything downloads."""
+    entry = lookup(spec)
+    if entry is None:
+        return None
+    if source not in (None, entry.source):
+        raise WeightsError(f"{entry.name} is a {entry.source!r} file, not {source!r}; leave the source out")
+    if entry.backbone != backbone:
+        raise WeightsError(f"{entry.name} holds a {entry.backbone} backbone, this model is {backbone}: set "
+                           f"model.backbone={entry.backbone} (or pick weights for {backbone}: `actionbert models "
+                           "--weights`)")
+    return entry
 
 
 # ------------------------------------------------------------------------------- reference architectures
@@ -449,60 +486,3 @@ def infer_reference_architecture(state_dict: StateDict, *, arch: str | None = No
         clip_len = known.get("clip_len", spec.clip_len)
     return dict(backbone=backbone, head=head, reduction=reduction, clip_len=clip_len,
                 num_classes=int(state["fc_action.weight"].shape[0]))
-
-
-# ------------------------------------------------------------------------------------------- conversion
-def convert_weights(path: str | Path, out: str | Path, *, source: str, backbone: str | None = None,
-                    head: str | None = None, reduction: str | None = None, clip_len: int | None = None,
-                    num_classes: int | None = None, classes: list[str] | None = None,
-                    input_size: int | None = None) -> tuple[Path, LoadReport]:
-    """Write an `actionbert` model folder from weights of any source.
-
-    The architecture comes from the arguments; what is not given is inferred where the file allows it:
-    `reference` checkpoints (see `infer_reference_architecture`), our training checkpoints and model folders
-    (their stored config). Backbone-only sources need `backbone`, `head` and a class count (`num_classes` or
-    `classes`); their head and classifier are freshly initialised in the written folder.
-
-    Args:
-        path: the weights file or folder.
-        out: the folder to write (`model.safetensors` + `config.json`).
-        source: format of `path` (a key of `FILTERS`).
-        backbone, head, reduction, clip_len, num_classes, input_size: architecture (see `ModelConfig`).
-        classes: class names; default "class_0", "class_1", ...
-
-    Returns:
-        (the folder, the load report).
-    """
-    from actionbert.checkpoint import inference_config, save_pretrained
-    from actionbert.models import ModelConfig, build_model
-
-    state, meta = read_weights(path)
-    arch: dict[str, Any] = {}
-    stored = meta.get("inference") if source == "actionbert" else None
-    if isinstance(stored, dict) and isinstance(stored.get("model"), dict):
-        arch = {k: v for k, v in stored["model"].items() if k in ModelConfig.__dataclass_fields__}
-    elif source == "reference":
-        arch = infer_reference_architecture(state, arch=meta.get("arch"), backbone=backbone)
-    given = dict(backbone=backbone, head=head, reduction=reduction, clip_len=clip_len, num_classes=num_classes,
-                 input_size=input_size)
-    arch.update({k: v for k, v in given.items() if v is not None})
-    if classes is not None:
-        if arch.get("num_classes") not in (None, len(classes)):
-            raise ValueError(f"{len(classes)} class names but num_classes={arch['num_classes']}")
-        arch["num_classes"] = len(classes)
-    elif isinstance(stored, dict) and stored.get("classes"):
-        classes = list(stored["classes"])
-    lacking = [k for k in ("backbone", "head", "num_classes") if arch.get(k) is None]
-    if lacking:
-        raise ValueError(f"{path}: cannot tell the model's {', '.join(lacking)} from a {source!r} file; "
-                         "give them explicitly (--backbone, --head, --num-classes or --classes)")
-    spec = get_backbone_spec(arch["backbone"])
-    arch.setdefault("clip_len", spec.clip_len)
-    model = build_model(**arch)
-    report = load_state(model, state, source=source, where=str(path))
-    names = classes or [f"class_{i}" for i in range(model.num_classes)]
-    keep = {k: stored[k] for k in ("frame_stride", "resize", "keep_aspect", "norm", "hflip") if k in stored} \
-        if isinstance(stored, dict) else {}
-    keep.setdefault("norm", spec.norm)
-    info = inference_config(model, classes=names, **keep)
-    return save_pretrained(model.eval(), out, info=info), report
