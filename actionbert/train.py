@@ -182,6 +182,9 @@ def _train(cfg: RunConfig, *, resume: bool, hooks: TrainHooks, device: torch.dev
     if cfg.model.num_classes != len(classes):
         raise ValueError(f"model.num_classes={cfg.model.num_classes} but the dataset has {len(classes)} classes")
     t = cfg.train
+    slow = runtime.bf16_is_slow(device) if t.precision == "bf16" else None
+    if slow and info.is_main:
+        hooks.on_message(f"note: precision bf16 as asked, but {slow}; --precision fp32 would be faster here")
 
     model = VideoClassifier(cfg.model)
     if t.pretrained and ckpt is None:

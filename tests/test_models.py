@@ -159,9 +159,11 @@ def test_stem_conv_stacked_form_is_the_same_convolution(kernel, stride, padding,
     assert conv.state_dict().keys() == torch.nn.Conv3d(3, 6, kernel, bias=bias).state_dict().keys()
 
 
-def test_stem_conv_stacks_only_for_bf16_on_the_cpu(monkeypatch):
+def test_stem_conv_stacks_only_for_bf16_on_a_cpu_with_amx(monkeypatch):
+    from actionbert import runtime
     from actionbert.models.backbones import StemConv3d
 
+    monkeypatch.setattr(runtime, "cpu_bf16_units", lambda: "AMX")
     torch.manual_seed(0)
     conv = StemConv3d(3, 8, (3, 7, 7), stride=(1, 2, 2), padding=(1, 3, 3), bias=False)
     x = torch.randn(1, 3, 6, 32, 32)
@@ -182,6 +184,11 @@ def test_stem_conv_stacks_only_for_bf16_on_the_cpu(monkeypatch):
         assert ((y.float() - fp32).abs() <= bound).all()
         conv.to(torch.bfloat16)(x.to(torch.bfloat16))  # a bf16 model without autocast stacks as well
         assert len(calls) == 2
+        for units in ("AVX512-BF16", None):  # no AMX tiles: the plain convolution
+            monkeypatch.setattr(runtime, "cpu_bf16_units", lambda units=units: units)
+            conv.to(torch.bfloat16)(x.to(torch.bfloat16))
+            assert len(calls) == 2
+        monkeypatch.setattr(runtime, "cpu_bf16_units", lambda: "AMX")
         spatial = StemConv3d(3, 8, (1, 7, 7), stride=(1, 2, 2), padding=(0, 3, 3), bias=False)
         with torch.autocast("cpu", dtype=torch.bfloat16):
             spatial(x)  # no temporal taps to stack: plain

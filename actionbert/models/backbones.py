@@ -24,6 +24,8 @@ import torch
 from torch import nn
 from torchvision.models.video.resnet import BasicBlock, Conv2Plus1D, Conv3DNoTemporal, Conv3DSimple
 
+from actionbert import runtime
+
 BlockFactory = Callable[[int, int, int, "nn.Module | None"], nn.Module]  # (inplanes, planes, stride, shortcut)
 
 
@@ -38,6 +40,9 @@ class StemConv3d(nn.Conv3d):
     per tap. Measured on the 2-core CPU of `benchmarks/README.md` for ResNeXt-101's stem (7x7x7, 64x112x112,
     channels-last): bf16 forward 47.5 -> 19.6 ms, forward + weight gradient 103 -> 41 ms; in fp32 the stacked
     form is slower (58 -> 73 ms), so fp32, other devices and temporal kernels of size 1 keep the plain call.
+    The gain comes from the AMX tiles' 32-deep dot products, so it stacks only on CPUs with AMX: AVX512-BF16's
+    dot products are 2 deep (a 3-deep inner dimension wastes a quarter, not nine tenths), and a CPU without bf16
+    instructions emulates bf16 altogether. `benchmarks/stem.py` measures both forms on any machine.
     The stacked input costs kd times the clip's memory (bf16) while it lives.
     """
 
@@ -51,8 +56,9 @@ class StemConv3d(nn.Conv3d):
             return False
         if isinstance(self.padding, str) or self.dilation != (1, 1, 1):
             return False
-        return x.dtype == torch.bfloat16 or (torch.is_autocast_enabled("cpu")
+        bf16 = x.dtype == torch.bfloat16 or (torch.is_autocast_enabled("cpu")
                                              and torch.get_autocast_dtype("cpu") == torch.bfloat16)
+        return bf16 and runtime.cpu_bf16_units() == "AMX"
 
     def forward_stacked(self, x: torch.Tensor) -> torch.Tensor:
         """The convolution as a 2D convolution over temporally stacked frames (any dtype; used for bf16 on CPU)."""
