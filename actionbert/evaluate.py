@@ -160,7 +160,8 @@ def evaluate(model_path: str | Path, *, data: str | Path, split: str = "val", vi
                           "top1": topk_accuracy(torch.cat(clip_logits["original"]), cl, 1)}
         if temporal_check:
             tc = {o: {"top1": topk_accuracy(per_video[o], y, 1),
-                      "clip_top1": topk_accuracy(torch.cat(clip_logits[o]), cl, 1)} for o in orders}
+                      "clip_top1": topk_accuracy(torch.cat(clip_logits[o]), cl, 1),
+                      "per_class": classification_report(per_video[o], y, classes)["per_class"]} for o in orders}
             tc["order_dependence"] = tc["original"]["top1"] - tc["shuffled"]["top1"]
             tc["shuffle_permutation"] = shuffle.tolist()
             report["temporal_check"] = tc

@@ -67,6 +67,33 @@ def plot_timeline(segments: Sequence[dict], path: str | Path, *, title: str = ""
     return _save(fig, path)
 
 
+def plot_class_accuracy(per_class: dict[str, dict[str, Sequence[float]]], classes: Sequence[str],
+                        path: str | Path, *, shaded: Sequence[str] = (), title: str = "") -> Path:
+    """Per-class accuracy by head: one bar per head and class at the mean over seeds, error bars one standard
+    deviation (ddof=1), the seeds' values as dots. `per_class[head][class]` holds one value per seed; classes in
+    `shaded` get a grey background (the demo: the order-only classes)."""
+    heads = list(per_class)
+    width = 0.8 / max(1, len(heads))
+    fig, ax = plt.subplots(figsize=(max(6.0, 0.8 * len(classes) + 2), 4.2))
+    for i, name in enumerate(classes):
+        if name in shaded:
+            ax.axvspan(i - 0.5, i + 0.5, color="0.9", zorder=0)
+    for j, head in enumerate(heads):
+        x = np.arange(len(classes)) + (j - (len(heads) - 1) / 2) * width
+        values = [np.asarray(per_class[head].get(c, []), dtype=float) for c in classes]
+        means = [v.mean() if v.size else np.nan for v in values]
+        stds = [v.std(ddof=1) if v.size > 1 else 0.0 for v in values]
+        ax.bar(x, means, width, yerr=stds, capsize=3, label=head, color=plt.cm.tab10(j), alpha=0.8, zorder=2)
+        for xi, v in zip(x, values):
+            ax.plot(np.full(v.size, xi), v, "k.", markersize=3, zorder=3)
+    ax.set_xticks(range(len(classes)), classes, rotation=35, ha="right", fontsize=8)
+    ax.set(ylabel="accuracy (%)", ylim=(0, 105), title=title)
+    ax.grid(axis="y", alpha=0.3)
+    ax.legend(loc="upper left", bbox_to_anchor=(1.0, 1.0))
+    fig.tight_layout()
+    return _save(fig, path)
+
+
 def _save(fig, path: str | Path) -> Path:
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)

@@ -79,16 +79,17 @@ class StemConv3d(nn.Conv3d):
         return y.permute(0, 2, 1, 3, 4)  # (B, O, T', H', W')
 
 
-def r2plus1d_stem(*, mid: int = 45, out: int = 64) -> nn.Sequential:
+def r2plus1d_stem(*, mid: int = 45, out: int = 64, temporal_stride: int = 1) -> nn.Sequential:
     """(2+1)D stem: spatial 1x7x7 stride (1,2,2) to `mid` channels, then temporal 3x1x1 to `out`; no pooling.
 
-    With the defaults its layout and state-dict keys equal torchvision's `R2Plus1dStem`.
+    With the defaults its layout and state-dict keys equal torchvision's `R2Plus1dStem`; `temporal_stride` 2 makes
+    the temporal convolution halve time (used by `r2plus1d_local_tiny`).
     """
     return nn.Sequential(
         nn.Conv3d(3, mid, kernel_size=(1, 7, 7), stride=(1, 2, 2), padding=(0, 3, 3), bias=False),
         nn.BatchNorm3d(mid),
         nn.ReLU(inplace=True),
-        nn.Conv3d(mid, out, kernel_size=(3, 1, 1), stride=1, padding=(1, 0, 0), bias=False),
+        nn.Conv3d(mid, out, kernel_size=(3, 1, 1), stride=(temporal_stride, 1, 1), padding=(1, 0, 0), bias=False),
         nn.BatchNorm3d(out),
         nn.ReLU(inplace=True),
     )
@@ -114,6 +115,21 @@ def resnext_stem(*, out: int = 64) -> nn.Sequential:
 
 
 # ---------------------------------------------------------------------------------------------- blocks
+class Conv2DTimeStride(nn.Conv3d):
+    """A 1x3x3 convolution (no temporal mixing) whose stride also subsamples time: with stride 2 it keeps every
+    other frame's features. A drop-in `conv_maker` for torchvision's `BasicBlock`, like `Conv3DNoTemporal`, whose
+    shortcut then subsamples time too; it downsamples time without widening the temporal receptive field."""
+
+    def __init__(self, in_planes: int, out_planes: int, midplanes: int | None = None, stride: int = 1,
+                 padding: int = 1) -> None:
+        super().__init__(in_planes, out_planes, kernel_size=(1, 3, 3), stride=(stride, stride, stride),
+                         padding=(0, padding, padding), bias=False)
+
+    @staticmethod
+    def get_downsample_stride(stride: int) -> tuple[int, int, int]:
+        return stride, stride, stride
+
+
 class ResNeXtBottleneck(nn.Module):
     """Hara's 3D ResNeXt bottleneck: 1x1x1 -> grouped 3x3x3 (stride) -> 1x1x1, expansion 2.
 
@@ -301,6 +317,20 @@ def r2plus1d_tiny() -> VideoResNetBackbone:
     return _r2plus1d(layers=(1, 1, 1, 1), planes=(16, 32, 64, 128), stem_mid=12, stem_out=16)
 
 
+def r2plus1d_local_tiny() -> VideoResNetBackbone:
+    """A tiny R(2+1)D whose temporal tokens are local: the demo's backbone (`actionbert.demo`).
+
+    The stem's temporal convolution halves time, layer 1 is (2+1)D, layers 2-3 halve time again without temporal
+    kernels (`Conv2DTimeStride`) and layer 4 is spatial only: 32 frames give T' = 4 tokens, as R(2+1)D-34 does, but
+    token k sees only frames 8k-5 .. 8k+5 (11 frames; `temporal_windows` measures it) instead of the whole clip.
+    Widths 8/16/32/64 (64 output channels).
+    """
+    stages = [torchvision_stage(Conv2Plus1D), torchvision_stage(Conv2DTimeStride),
+              torchvision_stage(Conv2DTimeStride), torchvision_stage(Conv3DNoTemporal)]
+    return VideoResNetBackbone(stem=r2plus1d_stem(mid=8, out=8, temporal_stride=2), stem_channels=8, stages=stages,
+                               layers=(1, 1, 1, 1), planes=(8, 16, 32, 64))
+
+
 def r3d_tiny() -> VideoResNetBackbone:
     return VideoResNetBackbone(stem=basic_stem(out=16), stem_channels=16, stages=[torchvision_stage(Conv3DSimple)] * 4,
                                layers=(1, 1, 1, 1), planes=(16, 32, 64, 128))
@@ -350,6 +380,7 @@ BACKBONES: dict[str, BackboneSpec] = {
     "mc3_18": BackboneSpec(mc3_18, "videoresnet", 16, 112, 0, 4, "torchvision"),
     "resnext101_3d": BackboneSpec(resnext101_3d, "resnext", 64, 112, 4, 5, "hara", cardinality=32),
     "r2plus1d_tiny": BackboneSpec(r2plus1d_tiny, "videoresnet", 32, 112, 3, 4, "torchvision"),
+    "r2plus1d_local_tiny": BackboneSpec(r2plus1d_local_tiny, "videoresnet", 32, 16, 3, 4, "torchvision"),
     "r3d_tiny": BackboneSpec(r3d_tiny, "videoresnet", 32, 112, 3, 4, "torchvision"),
     "mc3_tiny": BackboneSpec(mc3_tiny, "videoresnet", 16, 112, 0, 4, "torchvision"),
     "resnext_tiny": BackboneSpec(resnext_tiny, "resnext", 64, 112, 4, 5, "hara", cardinality=8),
@@ -361,6 +392,28 @@ def halve(n: int, times: int) -> int:
     for _ in range(times):
         n = (n + 1) // 2
     return n
+
+
+def temporal_windows(name: str, clip_len: int, *, size: int = 32) -> list[tuple[int, int]]:
+    """First and last input frame each temporal token of a backbone depends on, measured by back-propagation.
+
+    Builds the backbone (float64, eval mode, its own random weights, the caller's RNG state untouched), feeds one
+    random clip per token and returns, for token k, the range of frames whose gradient of token k is not zero.
+    A token whose window is narrower than the others' is one that reaches past the clip (zero padding there).
+    """
+    tokens = halve(clip_len, get_backbone_spec(name).time_halvings)
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(0)
+        net = get_backbone_spec(name).build().double().eval()
+        x = torch.randn(tokens, 3, clip_len, size, size, dtype=torch.float64, requires_grad=True)
+    out = net(x)  # (T', C, T', H', W'): sample k is read at token k only
+    out[torch.arange(tokens), :, torch.arange(tokens)].sum().backward()
+    reach = x.grad.abs().sum(dim=(1, 3, 4)) > 0  # (T', T): frames token k depends on
+    windows = []
+    for k in range(tokens):
+        frames = reach[k].nonzero().flatten().tolist()
+        windows.append((frames[0], frames[-1]))
+    return windows
 
 
 def get_backbone_spec(name: str) -> BackboneSpec:
