@@ -331,9 +331,14 @@ def test_demo_never_wipes_a_folder_it_did_not_make(tmp_path):
 def test_a_tiny_demo_runs_end_to_end_and_can_run_again(tmp_path):
     from actionbert.demo import DemoConfig, run_demo
 
-    demo = DemoConfig(out=str(tmp_path / "demo"), seeds=1, epochs=1, num_classes=2, videos_per_class=4,
-                      num_frames=16, clip_len=16, crop=32, resize=(36, 48), precision="fp32", workers=0)
+    demo = DemoConfig(out=str(tmp_path / "demo"), seeds=1, epochs=1, videos_per_class=4, precision="fp32", workers=0,
+                      classes=("red_then_blue", "blue_then_red", "slide_left", "slide_right"))
     report = run_demo(demo)
     text = report.read_text()
     assert "| tgap |" in text and "| bert |" in text and "## Per-class recall" in text
+    summary = json.loads((tmp_path / "demo" / "summary.json").read_text())
+    assert list(summary) == ["seeds", "seconds", "order_only", "control", "all"] and summary["seeds"] == 1
+    assert all(list(summary[g]) == ["tgap", "bert"] and summary[g]["bert"]["std"] is None
+               for g in ("order_only", "control", "all"))
+    assert (tmp_path / "demo" / "per_class.png").is_file()
     assert run_demo(demo).is_file()  # a second run replaces the folder it made
