@@ -143,6 +143,9 @@ def _args_clips(p: argparse.ArgumentParser) -> None:
                                                   "(seconds or HH:MM:SS.fff)")
     p.add_argument("--min-duration", type=float, default=0.0, help="drop clips shorter than this (seconds)")
     p.add_argument("--reencode", action="store_true", help="always re-encode (no stream copy)")
+    p.add_argument("--overwrite", action="store_true",
+                   help="a video already cut into --out: delete its earlier clips and cut it again (default: "
+                        "refused); clips of other videos in --out are always kept")
     p.add_argument("--quiet", action="store_true", help="no progress bar")
 
 
@@ -157,7 +160,7 @@ def _run_clips(args: argparse.Namespace) -> int:
         report = cut_clips(args.videos, args.out, method=args.method, threshold=args.threshold,
                            min_scene_len=args.min_scene_len, min_duration=args.min_duration, length=args.length,
                            stride=args.stride, keep_last=args.keep_last, csv_file=args.csv_file,
-                           copy=not args.reencode, progress=progress)
+                           copy=not args.reencode, overwrite=args.overwrite, progress=progress)
     except ClipSpecError as e:
         close()
         print(f"error: {e}", file=sys.stderr)
