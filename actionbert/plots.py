@@ -2,6 +2,10 @@
 
 from __future__ import annotations
 
+import hashlib
+import os
+import re
+from collections import Counter
 from pathlib import Path
 from typing import Sequence
 
@@ -65,6 +69,46 @@ def plot_timeline(segments: Sequence[dict], path: str | Path, *, title: str = ""
     ax.grid(axis="x", alpha=0.3)
     fig.tight_layout()
     return _save(fig, path)
+
+
+def timeline_names(videos: Sequence[str | os.PathLike]) -> list[str]:
+    """A distinct, readable PNG file name for each video's timeline: `<stem>_timeline.png`, or, for videos
+    whose stems collide (`a/demo.mp4`, `b/demo.mp4`), as many of their last path parts as tell them apart
+    (`a_demo_timeline.png`, `b_demo_timeline.png`); names still equal get a short hash of the absolute path,
+    and the same path given twice a `-2`, `-3`, ... suffix. Never two equal names for one list."""
+    parts = [_name_parts(v) for v in videos]
+    depth = [1] * len(parts)
+    while True:
+        names = [_joined(p, d) for p, d in zip(parts, depth)]
+        counts = Counter(names)
+        grow = [i for i, n in enumerate(names) if counts[n] > 1 and depth[i] < len(parts[i])]
+        if not grow:
+            break
+        for i in grow:
+            depth[i] += 1
+    counts = Counter(names)
+    names = [n if counts[n] == 1 else f"{n}-{_short_hash(v)}" for n, v in zip(names, videos)]
+    seen: Counter = Counter()
+    unique = []
+    for n in names:
+        seen[n] += 1
+        unique.append(n if seen[n] == 1 else f"{n}-{seen[n]}")
+    return [f"{n}_timeline.png" for n in unique]
+
+
+def _name_parts(video) -> list[str]:
+    """The path's parts, last first, the file without its extension; unsafe characters replaced."""
+    path = Path(os.path.normpath(video))
+    parts = [path.stem] + [p for p in reversed(path.parent.parts) if p not in (os.sep, "", ".", "..")]
+    return [re.sub(r'[\\/:*?"<>|\x00-\x1f\s]+', "_", p).strip("._") or "video" for p in parts]
+
+
+def _joined(parts: list[str], depth: int) -> str:
+    return "_".join(reversed(parts[:depth]))
+
+
+def _short_hash(video) -> str:
+    return hashlib.sha1(os.path.abspath(video).encode("utf-8", "surrogateescape")).hexdigest()[:6]
 
 
 def _save(fig, path: str | Path) -> Path:

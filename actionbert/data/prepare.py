@@ -51,7 +51,7 @@ from pathlib import Path
 from typing import Callable, Mapping, Sequence
 
 from actionbert.data.cache import (CACHE_DIRNAME, CACHE_SHORT_SIDE, FRAMES_DIRNAME, cache_file, cache_video,
-                                   write_frame_folder)
+                                   remove_cache, write_frame_folder)
 from actionbert.data.caveats import judge
 from actionbert.data.cliplist import CLIPS_CSV
 from actionbert.data.dataset import write_split
@@ -157,7 +157,7 @@ def prepare_dataset(data: str | os.PathLike, out: str | os.PathLike, *, layout: 
     started = time.time()
     data, out = Path(data), Path(out)
     root = Path(root) if root is not None else (data if data.is_dir() else data.parent)
-    layout = _layout(data, root, layout, split_files, group_by)
+    layout = _layout(data, root, layout, split_files, group_by, clip_len)
     declared = _declared_classes(classes)
     listing = list_entries(layout, data, root, declared, split_files, split, Path(annotations or data))
     problems = list(listing.problems)
@@ -201,10 +201,12 @@ def prepare_dataset(data: str | os.PathLike, out: str | os.PathLike, *, layout: 
     return report
 
 
-def _layout(data: Path, root: Path, layout: str, split_files, group_by: str) -> str:
+def _layout(data: Path, root: Path, layout: str, split_files, group_by: str, clip_len: int | None) -> str:
     """The layout to read (detected for "auto"); ValueError for bad options."""
     if group_by not in GROUP_BY:
         raise ValueError(f"unknown group_by {group_by!r}; choose one of {GROUP_BY}")
+    if clip_len is not None and clip_len < 1:
+        raise ValueError(f"clip_len must be >= 1 (or None for no 'short' caveat), got {clip_len}")
     if split_files and not data.is_dir():
         raise ValueError(f"{data}: with split files, pass the folder the listed paths are relative to")
     if layout == "auto":
@@ -244,7 +246,7 @@ def _usable(entries: list[Entry], infos: dict, cache_dir: Path | None, min_frame
                 problems.append(Problem(str(entry.path), "cache_failed", f"not cached ({cache_error}); it will "
                                                                          "be decoded at training time", "kept"))
         elif cache_dir is not None:
-            cache_file(cache_dir, entry.video_id).unlink(missing_ok=True)  # an unusable video needs no cache
+            remove_cache(cache_file(cache_dir, entry.video_id))  # an unusable video needs no cache
     return usable, cache_bytes
 
 
