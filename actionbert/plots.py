@@ -72,22 +72,17 @@ def plot_timeline(segments: Sequence[dict], path: str | Path, *, title: str = ""
 
 
 def timeline_names(videos: Sequence[str | os.PathLike]) -> list[str]:
-    """A distinct, readable PNG file name for each video's timeline: `<stem>_timeline.png`, or, for videos
-    whose stems collide (`a/demo.mp4`, `b/demo.mp4`), as many of their last path parts as tell them apart
-    (`a_demo_timeline.png`, `b_demo_timeline.png`); names still equal get a short hash of the absolute path,
-    and the same path given twice a `-2`, `-3`, ... suffix. Never two equal names for one list."""
-    parts = [_name_parts(v) for v in videos]
-    depth = [1] * len(parts)
-    while True:
-        names = [_joined(p, d) for p, d in zip(parts, depth)]
-        counts = Counter(names)
-        grow = [i for i, n in enumerate(names) if counts[n] > 1 and depth[i] < len(parts[i])]
-        if not grow:
-            break
-        for i in grow:
-            depth[i] += 1
-    counts = Counter(names)
-    names = [n if counts[n] == 1 else f"{n}-{_short_hash(v)}" for n, v in zip(names, videos)]
+    """A distinct, readable PNG file name for each video's timeline, the same for a video whatever else is in
+    the list: its path (relative to the working folder when inside it) without the extension, separators and
+    unsafe characters replaced by "_", then "_timeline.png" (`a/demo.mp4` -> `a_demo_timeline.png`). Two
+    different files that give the same name (`a_b/demo.mp4`, `a/b_demo.mp4`; `x.mp4`, `x.avi`) get a short
+    hash of their absolute path; a very long name keeps its last 100 characters and gets the hash; the same
+    path given twice gets a `-2`, `-3`, ... suffix. Never two equal names for one list."""
+    names = [_path_name(v) for v in videos]
+    owners: dict[str, set[str]] = {}
+    for name, video in zip(names, videos):
+        owners.setdefault(name, set()).add(os.path.abspath(video))
+    names = [f"{n}-{_short_hash(v)}" if len(owners[n]) > 1 else n for n, v in zip(names, videos)]
     seen: Counter = Counter()
     unique = []
     for n in names:
@@ -96,15 +91,12 @@ def timeline_names(videos: Sequence[str | os.PathLike]) -> list[str]:
     return [f"{n}_timeline.png" for n in unique]
 
 
-def _name_parts(video) -> list[str]:
-    """The path's parts, last first, the file without its extension; unsafe characters replaced."""
-    path = Path(os.path.normpath(video))
-    parts = [path.stem] + [p for p in reversed(path.parent.parts) if p not in (os.sep, "", ".", "..")]
-    return [re.sub(r'[\\/:*?"<>|\x00-\x1f\s]+', "_", p).strip("._") or "video" for p in parts]
-
-
-def _joined(parts: list[str], depth: int) -> str:
-    return "_".join(reversed(parts[:depth]))
+def _path_name(video) -> str:
+    path = os.path.abspath(video)
+    inside = os.path.commonpath([path, os.getcwd()]) == os.getcwd()
+    shown = os.path.relpath(path) if inside else os.path.splitdrive(path)[1]
+    name = re.sub(r'[\\/:*?"<>|\x00-\x1f\s]+', "_", os.path.splitext(shown)[0]).strip("._") or "video"
+    return name if len(name) <= 100 else f"{name[-100:].lstrip('._')}-{_short_hash(video)}"
 
 
 def _short_hash(video) -> str:

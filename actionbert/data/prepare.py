@@ -279,19 +279,20 @@ def _write_lists(out: Path, class_names: list[str], rows: dict[str, list[dict]])
 
 
 def _checked_entries(listing: Listing, problems: list[Problem]) -> list[Entry]:
-    """Drop duplicates (one file under two paths: links, hard links, two spellings) and entries of unknown
-    classes (when classes are declared); report them."""
+    """Drop duplicates (one file under two paths: links, hard links, two spellings; the path without a link
+    is kept, else the first listed) and entries of unknown classes (when classes are declared); report them."""
     known = set(listing.classes) if listing.classes is not None else None
     seen: dict[object, Entry] = {}
+    for entry in sorted(listing.entries, key=lambda e: _through_link(e.path)):  # stable: real paths first
+        seen.setdefault(_identity(entry.path), entry)
     kept = []
     for entry in listing.entries:
         key = _identity(entry.path)
-        if key in seen:
+        if seen[key] is not entry:
             problems.append(Problem(str(entry.path), "duplicate",
                                     f"listed more than once (also as '{seen[key].video_id}'"
                                     f"{' in ' + seen[key].split if seen[key].split else ''})"))
             continue
-        seen[key] = entry
         if entry.class_name is None and entry.split != "test":
             problems.append(Problem(str(entry.path), "unknown_class", "no class label"))
             continue
@@ -302,6 +303,11 @@ def _checked_entries(listing: Listing, problems: list[Problem]) -> list[Entry]:
             continue
         kept.append(entry)
     return kept
+
+
+def _through_link(path: Path) -> bool:
+    """Whether `path` reaches its file through a symbolic link (of the file or of a folder on the way)."""
+    return os.path.realpath(path) != os.path.abspath(path)
 
 
 def _identity(path: Path):
