@@ -45,8 +45,10 @@ def _bad(path: Path) -> Path:
 
 
 def _run(capsys, *argv) -> tuple[int, str, str]:
+    """Run the CLI (`predict` eagerly: the prepared fast path is tested elsewhere and compiles slowly)."""
     capsys.readouterr()
-    code = main([str(a) for a in argv])
+    argv = [str(a) for a in argv] + (["--eager"] if argv[0] == "predict" and "--eager" not in argv else [])
+    code = main(argv)
     out, err = capsys.readouterr()
     return code, out, err
 
@@ -56,7 +58,7 @@ def test_plots_of_videos_with_the_same_stem_do_not_collide(model_dir, videos, tm
     monkeypatch.chdir(videos["a"].parent.parent)
     plots = tmp_path / "plots"
     code, _, err = _run(capsys, "predict", model_dir, "a/demo.mp4", "b/demo.mp4", "--plot", plots, "--json",
-                        "--device", "cpu")
+                        "--device", "cpu", "--eager")
     assert code == 0 and "replaced" not in err
     assert sorted(p.name for p in plots.iterdir()) == ["a_demo_timeline.png", "b_demo_timeline.png"]
     first = (plots / "a_demo_timeline.png").read_bytes()
@@ -104,9 +106,9 @@ def test_non_positive_topk_and_hop_are_refused_with_one_line(model_dir, videos, 
 def test_predictor_refuses_hop_zero_and_topk_zero(model_dir, videos):
     model, info = load_model(model_dir)
     with pytest.raises(ValueError, match="hop must be >= 1"):
-        Predictor(model, info, hop=0)
+        Predictor(model, info, hop=0, fast=False)
     with pytest.raises(ValueError, match="topk must be >= 1"):
-        Predictor(model, info).predict(videos["a"], topk=0)
+        Predictor(model, info, fast=False).predict(videos["a"], topk=0)
 
 
 # -------------------------------------------------------------------------- item 9: caveats in predictions

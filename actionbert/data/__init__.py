@@ -23,8 +23,8 @@ from actionbert.data.transforms import (NORMALIZATION, EvalTransform, TenCropTra
 __all__ = [
     "LAYOUTS", "NORMALIZATION", "SYNTHETIC_CLASSES",
     "ClipRecord", "ClipReport", "ClipSpecError", "EvalTransform", "FrameTable", "PrepareReport", "Problem",
-    "Sample", "StaleCacheWarning", "TenCropTransform", "TrainTransform", "VideoClipDataset", "VideoDecodeError", "VideoInfo",
-    "VideoStream", "cache_file", "cache_video", "center_clip_indices", "circular_indices", "collate_clips",
+    "Sample", "StaleCacheWarning", "TenCropTransform", "TrainTransform", "VideoClipDataset", "VideoDecodeError",
+    "VideoInfo", "VideoStream", "cache_file", "cache_video", "center_clip_indices", "circular_indices", "collate_clips",
     "cut_clips", "detect_layout",
     "eval_transform", "frame_table", "iter_frames", "load_split", "make_synthetic_dataset", "prepare_dataset",
     "probe", "read_cached", "read_frames", "short_side_size", "ten_crop_transform", "test_window_indices",
