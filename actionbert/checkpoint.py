@@ -146,7 +146,7 @@ def from_pretrained(folder: str | Path, *, map_location: str | torch.device = "c
         info = json.loads(cfg_path.read_text())
     except json.JSONDecodeError as e:
         raise CheckpointError(f"{cfg_path}: invalid JSON ({e})") from None
-    model = VideoClassifier(read_model_config(info, where=str(cfg_path)))
+    model = build_checked(info, where=str(cfg_path))
     state = load_safetensors(weights, map_location=map_location)
     validate_model_files(model, state, info, weights=str(weights), config=str(cfg_path))
     load_exact(model, state, where=str(weights))
@@ -188,7 +188,7 @@ def load_model(path: str | Path, *, map_location: str | torch.device = "cpu") ->
     info = ckpt.get("inference")
     if not isinstance(info, dict) or "model_state" not in ckpt:
         raise CheckpointError(f"{path}: not an actionbert training checkpoint (no 'inference'/'model_state')")
-    model = VideoClassifier(read_model_config(info, where=str(path)))
+    model = build_checked(info, where=str(path))
     validate_model_files(model, ckpt["model_state"], info, weights=str(path), config=str(path))
     load_exact(model, ckpt["model_state"], where=str(path))
     return model.eval(), info
@@ -197,6 +197,15 @@ def load_model(path: str | Path, *, map_location: str | torch.device = "cpu") ->
 # --------------------------------------------------------------------------------------- validation
 #: Largest frame side (pixels) a model's `resize` / `input_size` may ask for.
 MAX_SIDE = 4096
+
+
+def build_checked(info: dict[str, Any], *, where: str) -> VideoClassifier:
+    """The model `info["model"]` describes; a config that cannot build one is a CheckpointError naming `where`."""
+    config = read_model_config(info, where=where)
+    try:
+        return VideoClassifier(config)
+    except (ValueError, TypeError, KeyError) as e:
+        raise CheckpointError(f"{where}: the model config cannot build a model ({e})") from None
 
 
 def validate_model_files(model: VideoClassifier, state: dict, info: dict[str, Any], *, weights: str,

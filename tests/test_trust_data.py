@@ -278,6 +278,27 @@ def test_cache_status_rules(tmp_path, video_tools):
 
 
 # ------------------------------------------------------------------------- item 9: data used with caveats
+def write_with_long_audio(path, video_tools, frames: int = 16, audio_seconds: float = 2.0):
+    """A Matroska file whose audio track lasts longer than its video (the file's duration is the audio's)."""
+    from fractions import Fraction
+
+    import av
+
+    with av.open(str(path), mode="w") as c:
+        video = c.add_stream("libx264", rate=Fraction(25))
+        video.height, video.width, video.pix_fmt = 48, 64, "yuv420p"
+        audio = c.add_stream("aac", rate=16000)
+        for f in video_tools.coded_frames(frames):
+            c.mux(video.encode(av.VideoFrame.from_ndarray(f, format="rgb24")))
+        c.mux(video.encode())
+        for k in range(int(audio_seconds * 16000 / 1024)):
+            frame = av.AudioFrame.from_ndarray(np.zeros((1, 1024), np.float32), format="fltp", layout="mono")
+            frame.sample_rate, frame.pts = 16000, k * 1024
+            c.mux(audio.encode(frame))
+        c.mux(audio.encode())
+    return path
+
+
 def test_corrupt_frame_image_truncated_mkv_and_short_videos_get_caveats(tmp_path, video_tools, capsys):
     data = tmp_path / "data"
     folder = video_tools.write_frame_folder(data / "walk" / "frames_a", 40)
@@ -288,6 +309,7 @@ def test_corrupt_frame_image_truncated_mkv_and_short_videos_get_caveats(tmp_path
     (data / "run" / "cut.mkv").write_bytes(full.read_bytes()[: full.stat().st_size // 2])
     video_tools.write_coded(data / "run" / "few.mp4", 5)
     video_tools.write_coded(data / "walk" / "ok.mp4", 40)
+    write_with_long_audio(data / "walk" / "audio.mkv", video_tools, frames=40, audio_seconds=3.0)
 
     info = probe(folder)
     assert info.num_frames == 30 and "img_00031.jpg cannot be read" in info.decode_error
@@ -301,7 +323,7 @@ def test_corrupt_frame_image_truncated_mkv_and_short_videos_get_caveats(tmp_path
         "run/cut.mkv": f"truncated: decoded {cut_frames} of 40 frames; short: {cut_frames} frames looped to fill "
                        f"a 32-frame clip",
         "run/few.mp4": "short: 5 frames looped to fill a 32-frame clip",
-        "run/full.mkv": "", "walk/ok.mp4": "",
+        "run/full.mkv": "", "walk/ok.mp4": "", "walk/audio.mkv": "",  # its longer audio is no truncation
     }
     problems = {p.path.split("/data/")[-1]: p for p in read_problems(out / "problems.csv")}
     assert set(problems) == {"walk/frames_a", "walk/frames_b", "run/cut.mkv"}

@@ -165,6 +165,8 @@ BAD_FOLDERS = {
     "resize text": (lambda f: _edit_config(f, resize="big"), "config.json", "'resize' must be"),
     "input size": (lambda f: _edit_config(f, input_size=0), "config.json", "'input_size' is 0"),
     "norm": (lambda f: _edit_config(f, norm="imagenet"), "config.json", "'norm' must be one of"),
+    "clip_len zero": (lambda f: _edit_config(f, clip_len=0, model={**json.loads((f / "config.json").read_text())[
+        "model"], "clip_len": 0}), "config.json", "the model config cannot build a model (clip_len must be >= 1"),
 }
 
 

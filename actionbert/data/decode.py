@@ -30,6 +30,7 @@ from __future__ import annotations
 
 import bisect
 import os
+import re
 import threading
 from collections import OrderedDict
 from dataclasses import dataclass
@@ -186,9 +187,13 @@ class _DecodeLog:
 
 
 def _header_duration(container, stream) -> float | None:
-    """Seconds the file claims its video lasts: the stream's duration, else the container's; None if neither."""
+    """Seconds the file claims its video lasts: the stream's duration (Matroska: its DURATION tag), else the
+    container's (which may include a longer audio track); None if neither."""
     if stream.duration and stream.time_base:
         return float(stream.duration * stream.time_base)
+    tag = re.fullmatch(r"(\d+):(\d\d):(\d\d(?:\.\d+)?)", str(stream.metadata.get("DURATION", "")).strip())
+    if tag:
+        return int(tag.group(1)) * 3600 + int(tag.group(2)) * 60 + float(tag.group(3))
     if container.duration:
         return container.duration / av.time_base
     return None
