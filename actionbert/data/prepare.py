@@ -172,9 +172,8 @@ def prepare_dataset(data: str | os.PathLike, out: str | os.PathLike, *, layout: 
     usable, cache_bytes = _usable(entries, infos, cache_dir, min_frames, clip_len, problems)
 
     class_names = _class_list(listing.classes, [u.entry for u in usable])
-    empty = empty_index_classes(class_names, {u.entry.class_name for u in usable}, str(data)) \
-        if listing.classes is None else None
-    problems += [empty] if empty else []
+    if listing.classes is None:  # classes made from the labels: integer labels may leave classes empty
+        problems += filter(None, [empty_index_classes(class_names, {u.entry.class_name for u in usable}, str(data))])
     groups = [own_group(u.entry.path) for u in usable]
     if group_by == "auto":
         groups = clip_groups([u.entry.path for u in usable], root, problems)
@@ -211,7 +210,8 @@ def _layout(data: Path, root: Path, layout: str, split_files, group_by: str, cli
         raise ValueError(f"{data}: with split files, pass the folder the listed paths are relative to")
     if layout == "auto":
         layout = detect_layout(data)
-        if split_files and layout == "folder" and not any(d.is_dir() for d in data.iterdir()):
+        if split_files and layout == "folder" and not any(d.is_dir() and not d.name.startswith(".")
+                                                           for d in data.iterdir()):
             layout = detect_layout(next(iter(split_files.values())), root=root)  # lists of flat files
     if layout not in LAYOUTS:
         raise ValueError(f"unknown layout {layout!r}; choose one of {sorted(LAYOUTS)} or 'auto'")
