@@ -146,8 +146,9 @@ def from_pretrained(folder: str | Path, *, map_location: str | torch.device = "c
         info = json.loads(cfg_path.read_text())
     except json.JSONDecodeError as e:
         raise CheckpointError(f"{cfg_path}: invalid JSON ({e})") from None
-    model = VideoClassifier(read_model_config(info, where=str(cfg_path)))
+    model = build_checked(info, where=str(cfg_path))
     state = load_safetensors(weights, map_location=map_location)
+    validate_model_files(model, state, info, weights=str(weights), config=str(cfg_path))
     load_exact(model, state, where=str(weights))
     return model.eval(), info
 
@@ -187,6 +188,100 @@ def load_model(path: str | Path, *, map_location: str | torch.device = "cpu") ->
     info = ckpt.get("inference")
     if not isinstance(info, dict) or "model_state" not in ckpt:
         raise CheckpointError(f"{path}: not an actionbert training checkpoint (no 'inference'/'model_state')")
-    model = VideoClassifier(read_model_config(info, where=str(path)))
+    model = build_checked(info, where=str(path))
+    validate_model_files(model, ckpt["model_state"], info, weights=str(path), config=str(path))
     load_exact(model, ckpt["model_state"], where=str(path))
     return model.eval(), info
+
+
+# --------------------------------------------------------------------------------------- validation
+#: Largest frame side (pixels) a model's `resize` / `input_size` may ask for.
+MAX_SIDE = 4096
+
+
+def build_checked(info: dict[str, Any], *, where: str) -> VideoClassifier:
+    """The model `info["model"]` describes; a config that cannot build one is a CheckpointError naming `where`."""
+    config = read_model_config(info, where=where)
+    try:
+        return VideoClassifier(config)
+    except (ValueError, TypeError, KeyError) as e:
+        raise CheckpointError(f"{where}: the model config cannot build a model ({e})") from None
+
+
+def validate_model_files(model: VideoClassifier, state: dict, info: dict[str, Any], *, weights: str,
+                         config: str) -> None:
+    """Check what a model folder or checkpoint holds before it is used, so a damaged or edited file fails
+    here with one clear message naming it, not later as NaN scores, wrong class names, an IndexError or an
+    error that blames a video.
+
+    Checked: the inference settings of `info` (`config` names their file): the class list against the
+    classifier's outputs, clip length, frame stride, crop size, resize (positive, at most `MAX_SIDE`, not
+    smaller than the crop), normalisation; and the weights of `state` (`weights` names their file): each
+    tensor of the dtype kind the model needs (floating point for parameters, not bool or int), and finite.
+
+    Raises:
+        CheckpointError: the first problem found.
+    """
+    _check_inference_info(info, model.config, where=config)
+    _check_weights(state, model.state_dict(), where=weights)
+
+
+def _check_inference_info(info: dict[str, Any], cfg, *, where: str) -> None:
+    from actionbert.data.transforms import NORMALIZATION
+
+    def bad(problem: str):
+        raise CheckpointError(f"{where}: {problem}")
+
+    classes = info.get("classes")
+    if not isinstance(classes, list) or not all(isinstance(c, str) for c in classes):
+        bad("'classes' must be a list of class names")
+    if len(classes) != cfg.num_classes:
+        bad(f"'classes' lists {len(classes)} names but the classifier has {cfg.num_classes} outputs: every "
+            f"predicted name would be wrong; give exactly one name per output")
+    if len(set(classes)) != len(classes):
+        bad(f"'classes' repeats a name ({sorted(c for c in set(classes) if classes.count(c) > 1)[:3]})")
+    for key, expected in (("clip_len", cfg.clip_len), ("input_size", cfg.input_size)):
+        value = info.get(key)
+        if not _is_int(value) or value != expected:
+            bad(f"'{key}' is {value!r} but the model was built for {expected}")
+    if not _is_int(info.get("frame_stride", 1)) or info.get("frame_stride", 1) < 1:
+        bad(f"'frame_stride' must be an integer >= 1, got {info.get('frame_stride')!r}")
+    if not 1 <= cfg.input_size <= MAX_SIDE:
+        bad(f"'input_size' {cfg.input_size} is not a usable crop size (1..{MAX_SIDE} pixels)")
+    resize = info.get("resize", [128, 170])
+    if (not isinstance(resize, (list, tuple)) or len(resize) != 2
+            or not all(_is_int(r) and 1 <= r <= MAX_SIDE for r in resize)):
+        bad(f"'resize' must be [height, width] in pixels (1..{MAX_SIDE}), got {resize!r}")
+    fits = resize[0] if info.get("keep_aspect") else min(resize)
+    if fits < cfg.input_size:
+        bad(f"'resize' {list(resize)} is smaller than the {cfg.input_size}-pixel crop ('input_size')")
+    if info.get("norm") not in NORMALIZATION:
+        bad(f"'norm' must be one of {sorted(NORMALIZATION)}, got {info.get('norm')!r}")
+
+
+def _is_int(value) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool)
+
+
+def _check_weights(state: dict, own: dict[str, torch.Tensor], *, where: str) -> None:
+    common = sorted(own.keys() & state.keys())
+    wrong = [f"{k}: {getattr(state[k], 'dtype', type(state[k]).__name__)}, needs {own[k].dtype}" for k in common
+             if not isinstance(state[k], torch.Tensor) or not _same_kind(state[k].dtype, own[k].dtype)]
+    if wrong:
+        raise CheckpointError(f"{where}: {len(wrong)} weight tensor(s) of the wrong type ({'; '.join(wrong[:3])}"
+                              f"{'; ...' if len(wrong) > 3 else ''}): weights cast to another type give "
+                              f"meaningless scores; use the original floating-point weights")
+    broken = [k for k in common if state[k].is_floating_point() and not torch.isfinite(state[k]).all()]
+    if broken:
+        raise CheckpointError(f"{where}: {len(broken)} weight tensor(s) hold NaN or infinite values "
+                              f"({', '.join(broken[:3])}{', ...' if len(broken) > 3 else ''}): the model would "
+                              f"only give NaN or uniform scores; use a checkpoint from before training diverged")
+
+
+def _same_kind(got: torch.dtype, needed: torch.dtype) -> bool:
+    """Floating point for floating point, integer for integer (bool is neither), bool for bool."""
+    if needed.is_floating_point:
+        return got.is_floating_point
+    if needed == torch.bool or got == torch.bool:
+        return got == needed
+    return not got.is_floating_point and not got.is_complex

@@ -142,6 +142,9 @@ def _args_clips(p: argparse.ArgumentParser) -> None:
                                                   "(seconds or HH:MM:SS.fff)")
     p.add_argument("--min-duration", type=float, default=0.0, help="drop clips shorter than this (seconds)")
     p.add_argument("--reencode", action="store_true", help="always re-encode (no stream copy)")
+    p.add_argument("--overwrite", action="store_true",
+                   help="a video already cut into --out: delete its earlier clips and cut it again (default: "
+                        "refused); clips of other videos in --out are always kept")
     p.add_argument("--quiet", action="store_true", help="no progress bar")
 
 
@@ -156,7 +159,7 @@ def _run_clips(args: argparse.Namespace) -> int:
         report = cut_clips(args.videos, args.out, method=args.method, threshold=args.threshold,
                            min_scene_len=args.min_scene_len, min_duration=args.min_duration, length=args.length,
                            stride=args.stride, keep_last=args.keep_last, csv_file=args.csv_file,
-                           copy=not args.reencode, progress=progress)
+                           copy=not args.reencode, overwrite=args.overwrite, progress=progress)
     except ClipSpecError as e:
         close()
         print(f"error: {e}", file=sys.stderr)
@@ -190,6 +193,9 @@ def _args_prepare(p: argparse.ArgumentParser) -> None:
                    help="auto: clips listed in a clips.csv of `actionbert clips` stay in one split with the other "
                         "clips of their source video; none: split video by video (default: auto)")
     p.add_argument("--min-frames", type=int, default=2, help="fewest decodable frames a usable video needs")
+    p.add_argument("--clip-len", type=int, default=32,
+                   help="frames of a training clip: shorter videos are kept with the caveat 'short: N frames "
+                        "looped to fill a 32-frame clip' (default 32; 0: no such caveat)")
     p.add_argument("--cache", action="store_true", help="also store decoded frames (short side 128) for fast "
                                                         "training")
     p.add_argument("--frames", action="store_true", help="also write img_%%05d.jpg frame folders (reference "
@@ -210,7 +216,8 @@ def _run_prepare(args: argparse.Namespace) -> int:
                                  split_files=split_files or None, split=args.split, annotations=args.annotations,
                                  val_fraction=args.val_fraction, seed=args.seed, min_frames=args.min_frames,
                                  cache=args.cache, frames=args.frames, cache_short_side=args.short_side,
-                                 workers=args.workers, group_by=args.group_by, progress=progress)
+                                 workers=args.workers, group_by=args.group_by, clip_len=args.clip_len or None,
+                                 progress=progress)
     except (FileNotFoundError, ValueError) as e:
         close()
         print(f"error: {e}", file=sys.stderr)
@@ -222,6 +229,9 @@ def _run_prepare(args: argparse.Namespace) -> int:
         print(f"split by source video: {report.groups} groups (clips of one source stay in one split)")
     if report.cache_bytes:
         print(f"cache: {report.cache_bytes / 2**20:,.1f} MiB in {args.out}/cache")
+    if report.short:
+        print(f"{report.short} video(s) shorter than a {args.clip_len}-frame clip: their frames are looped to fill "
+              f"one (caveat 'short' in the split CSVs)")
     if report.problems:
         kept = len(report.problems) - report.skipped
         print(f"{report.skipped} file(s) skipped, {kept} kept with a caveat; see {args.out}/problems.csv:")
@@ -316,46 +326,62 @@ def _run_eval(args: argparse.Namespace) -> int:
 def _args_predict(p: argparse.ArgumentParser) -> None:
     p.add_argument("model", help="training checkpoint or actionbert model folder")
     p.add_argument("videos", nargs="+", help="video files (or frame folders)")
-    p.add_argument("--topk", type=int, default=5)
-    p.add_argument("--hop", type=int, help="frames between sliding windows (default: one clip span)")
+    p.add_argument("--topk", type=int, default=5, help="labels listed per video (>= 1)")
+    p.add_argument("--hop", type=int, help="frames between sliding windows (>= 1; default: one clip span)")
     fmt = p.add_mutually_exclusive_group()
     fmt.add_argument("--json", action="store_true", help="print JSON")
-    fmt.add_argument("--csv", action="store_true", help="print the timeline as CSV")
-    p.add_argument("--plot", help="folder for one timeline PNG per video")
+    fmt.add_argument("--csv", action="store_true", help="print the timeline as CSV (a failed video: one row with "
+                                                        "its error)")
+    p.add_argument("--plot", help="folder for one timeline PNG per video (names from the video paths, distinct)")
     p.add_argument("--device", default="auto")
     p.add_argument("--precision", default="fp32", choices=INFERENCE_PRECISIONS)
     p.add_argument("--batch-size", type=int, default=4)
     p.add_argument("--eager", action="store_true", help="run the model as trained (no BatchNorm folding/compile)")
 
 
+#: Columns of `predict --csv`: one row per timeline window; a video that failed has one row with its error.
+PREDICT_CSV_COLUMNS = ("video", "start", "end", "label", "score", "warning", "error")
+
+
 def _run_predict(args: argparse.Namespace) -> int:
+    """Exit status: 0 every video predicted (caveats are warnings), 1 some video failed, 2 usage error."""
     import csv
     import json
-    from pathlib import Path
 
-    from actionbert.checkpoint import load_model
+    from actionbert.checkpoint import CheckpointError, load_model
     from actionbert.predict import Predictor, predict_videos
     from actionbert.runtime import select_device
 
-    device = select_device(args.device)
-    model, info = load_model(args.model)
-    predictor = Predictor(model, info, device=device, precision=args.precision, hop=args.hop,
-                          batch_size=args.batch_size, fast=not args.eager)
+    for name in ("topk", "hop", "batch_size"):
+        value = getattr(args, name)
+        if value is not None and value < 1:
+            print(f"error: --{name.replace('_', '-')} must be >= 1, got {value}", file=sys.stderr)
+            return 2
+    try:
+        device = select_device(args.device)
+        model, info = load_model(args.model)
+        predictor = Predictor(model, info, device=device, precision=args.precision, hop=args.hop,
+                              batch_size=args.batch_size, fast=not args.eager)
+    except (CheckpointError, ValueError) as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
     writer = None
     if args.csv:
         writer = csv.writer(sys.stdout)
-        writer.writerow(["video", "start", "end", "label", "score"])
+        writer.writerow(PREDICT_CSV_COLUMNS)
+    plot_files = iter(_plot_files(args.plot, args.videos))  # one per video, in order (on_done is called so)
 
     def show(p):
-        if args.plot and p.segments:
-            from actionbert.plots import plot_timeline
-
-            plot_timeline(p.segments, Path(args.plot) / f"{Path(p.video).stem}_timeline.png", title=Path(p.video).name)
+        file = next(plot_files, None)
+        if p.segments and file is not None:
+            _plot(p, file)
         if args.json:
             return
         if writer is not None:
             for s in p.segments:
-                writer.writerow([p.video, s["start"], s["end"], s["label"], s["score"]])
+                writer.writerow([p.video, s["start"], s["end"], s["label"], s["score"], p.warning or "", ""])
+            if p.error:
+                writer.writerow([p.video, "", "", "", "", p.warning or "", p.error])
             return
         if p.error:
             print(f"{p.video}: ERROR {p.error}", file=sys.stderr)
@@ -370,7 +396,29 @@ def _run_predict(args: argparse.Namespace) -> int:
     results = predict_videos(predictor, args.videos, topk=args.topk, on_done=show)
     if args.json:
         print(json.dumps([r.to_dict() for r in results], indent=2))
-    return 1 if all(r.error and not r.topk for r in results) else 0
+    failed = sum(r.error is not None for r in results)
+    if failed:
+        print(f"error: {failed} of {len(results)} video(s) failed (see the errors above)", file=sys.stderr)
+    return 1 if failed else 0
+
+
+def _plot_files(folder: str | None, videos: list[str]) -> list:
+    """The timeline PNG of each video (distinct names, see `plots.timeline_names`); [] without --plot."""
+    from pathlib import Path
+
+    from actionbert.plots import timeline_names
+
+    return [Path(folder) / name for name in timeline_names(videos)] if folder else []
+
+
+def _plot(p, file) -> None:
+    from pathlib import Path
+
+    from actionbert.plots import plot_timeline
+
+    replaced = file.exists()
+    plot_timeline(p.segments, file, title=Path(p.video).name)
+    print(f"{p.video}: timeline {file}{' (replaced the existing file)' if replaced else ''}", file=sys.stderr)
 
 
 # --------------------------------------------------------------------------------------------- ablate

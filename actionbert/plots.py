@@ -2,6 +2,10 @@
 
 from __future__ import annotations
 
+import hashlib
+import os
+import re
+from collections import Counter
 from pathlib import Path
 from typing import Sequence
 
@@ -65,6 +69,38 @@ def plot_timeline(segments: Sequence[dict], path: str | Path, *, title: str = ""
     ax.grid(axis="x", alpha=0.3)
     fig.tight_layout()
     return _save(fig, path)
+
+
+def timeline_names(videos: Sequence[str | os.PathLike]) -> list[str]:
+    """A distinct, readable PNG file name for each video's timeline, the same for a video whatever else is in
+    the list: its path (relative to the working folder when inside it) without the extension, separators and
+    unsafe characters replaced by "_", then "_timeline.png" (`a/demo.mp4` -> `a_demo_timeline.png`). Two
+    different files that give the same name (`a_b/demo.mp4`, `a/b_demo.mp4`; `x.mp4`, `x.avi`) get a short
+    hash of their absolute path; a very long name keeps its last 100 characters and gets the hash; the same
+    path given twice gets a `-2`, `-3`, ... suffix. Never two equal names for one list."""
+    names = [_path_name(v) for v in videos]
+    owners: dict[str, set[str]] = {}
+    for name, video in zip(names, videos):
+        owners.setdefault(name, set()).add(os.path.abspath(video))
+    names = [f"{n}-{_short_hash(v)}" if len(owners[n]) > 1 else n for n, v in zip(names, videos)]
+    seen: Counter = Counter()
+    unique = []
+    for n in names:
+        seen[n] += 1
+        unique.append(n if seen[n] == 1 else f"{n}-{seen[n]}")
+    return [f"{n}_timeline.png" for n in unique]
+
+
+def _path_name(video) -> str:
+    path = os.path.abspath(video)
+    inside = os.path.commonpath([path, os.getcwd()]) == os.getcwd()
+    shown = os.path.relpath(path) if inside else os.path.splitdrive(path)[1]
+    name = re.sub(r'[\\/:*?"<>|\x00-\x1f\s]+', "_", os.path.splitext(shown)[0]).strip("._") or "video"
+    return name if len(name) <= 100 else f"{name[-100:].lstrip('._')}-{_short_hash(video)}"
+
+
+def _short_hash(video) -> str:
+    return hashlib.sha1(os.path.abspath(video).encode("utf-8", "surrogateescape")).hexdigest()[:6]
 
 
 def _save(fig, path: str | Path) -> Path:

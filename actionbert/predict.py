@@ -23,6 +23,7 @@ import torch
 
 from actionbert import runtime
 from actionbert.config import transform_resize
+from actionbert.data.caveats import short_caveat, truncation_caveat
 from actionbert.data.decode import VideoDecodeError, VideoStream
 from actionbert.data.sampling import circular_indices, clip_span
 
@@ -30,7 +31,9 @@ from actionbert.data.sampling import circular_indices, clip_span
 @dataclass
 class Prediction:
     """Result for one video. `error` is set (and the rest is empty) when the video cannot be read at all;
-    `warning` when decoding stopped part-way and the prediction uses the frames before the problem."""
+    `warning` holds the caveats of a usable one ("; " between several): decoding stopped part-way and the
+    prediction uses the frames before the problem, fewer frames decode than the container claims
+    ("truncated: ..."), or the video is shorter than one clip and its frames were looped ("short: ...")."""
 
     video: str
     topk: list[tuple[str, float]] = field(default_factory=list)
@@ -75,9 +78,11 @@ class Predictor:
         self.clip_len = int(info["clip_len"])
         self.stride = int(info.get("frame_stride", 1))
         self.span = clip_span(self.clip_len, self.stride)
-        self.hop = int(hop or self.span)
+        self.hop = self.span if hop is None else int(hop)
         if self.hop < 1:
             raise ValueError(f"hop must be >= 1 frame, got {self.hop}")
+        if batch_size < 1:
+            raise ValueError(f"batch_size must be >= 1, got {batch_size}")
         self.precision = precision
         self.batch_size = batch_size
         self.resize = tuple(info.get("resize", (128, 170)))
@@ -86,7 +91,14 @@ class Predictor:
         self.has_attention = model.config.head == "bert"
 
     def predict(self, path: str | Path, *, topk: int = 5) -> Prediction:
-        """Predict one video; decoding problems are returned in `Prediction.error`, never raised."""
+        """Predict one video; decoding problems are returned in `Prediction.error`, never raised. Caveats (a
+        stream that stopped early, a video shorter than one clip, see `caveats.py`) are in `Prediction.warning`.
+
+        Raises:
+            ValueError: `topk` < 1.
+        """
+        if topk < 1:
+            raise ValueError(f"topk must be >= 1, got {topk}")
         pred = Prediction(video=str(path))
         # resized in the decoder's colour conversion: full-size frames never exist
         stream = (VideoStream(path, short_side=self.resize[0]) if self.info.get("keep_aspect")
@@ -101,6 +113,7 @@ class Predictor:
             return pred
         if stream.info is not None:
             pred.num_frames, pred.fps = stream.info.num_frames, stream.info.fps
+            _add_warning(pred, truncation_caveat(stream.info))
         self._set_times(pred)
         if window_logits:
             mean = torch.cat(window_logits).mean(dim=0)  # mean of raw logits over windows
@@ -140,9 +153,10 @@ class Predictor:
         except VideoDecodeError as e:
             if not total:
                 raise
-            pred.warning = f"{e}; predicted from the {total} frames before it"
+            _add_warning(pred, f"{e}; predicted from the {total} frames before it")
         if last_start is None and total:
             # shorter than one clip span: one circularly padded window (the paper's rule for short videos)
+            _add_warning(pred, short_caveat(total, self.clip_len, self.stride))
             frames = list(buffer)
             yield 0, torch.stack([frames[i] for i in circular_indices(total, self.clip_len, 0, self.stride)])
         elif last_start is not None and last_start + self.span < total:
@@ -176,6 +190,12 @@ class Predictor:
             start = row["start_frame"]
             row["start"] = round(start / fps, 3)
             row["end"] = round(min(start + self.span, max(pred.num_frames, 1)) / fps, 3)
+
+
+def _add_warning(pred: Prediction, text: str | None) -> None:
+    """Append a caveat to `pred.warning` ("; " between several)."""
+    if text:
+        pred.warning = f"{pred.warning}; {text}" if pred.warning else text
 
 
 def predict_videos(predictor: Predictor, videos: Iterable[str | Path], *, topk: int = 5,

@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 
 from actionbert.cli import main
-from actionbert.data.cache import cache_file, read_cached
+from actionbert.data.cache import cache_file, read_cached, source_file
 from actionbert.data.clips import cut_clips
 from actionbert.data.dataset import load_split
 from actionbert.data.decode import iter_frames, probe, short_side_size
@@ -293,7 +293,8 @@ def test_cache_is_written_in_the_probing_pass_for_every_usable_video(data_messy,
     rows = read_csv(out / "train.csv") + read_csv(out / "val.csv")
     assert rows == read_csv(tmp_path / "plain" / "train.csv") + read_csv(tmp_path / "plain" / "val.csv")
     files = sorted((out / "cache").iterdir())
-    assert files == sorted(cache_file(out / "cache", r["video_id"]) for r in rows)  # none for skipped videos
+    expected = [cache_file(out / "cache", r["video_id"]) for r in rows]  # none for skipped videos
+    assert files == sorted(expected + [source_file(f) for f in expected])  # each with its source record
     total = 0
     for r in rows:
         frames = np.load(cache_file(out / "cache", r["video_id"]), mmap_mode="r")
@@ -335,7 +336,8 @@ def test_cache_video_is_probe_and_cache_in_one_pass(tmp_path, video_tools):
     assert np.array_equal(frames, expected) and size == (tmp_path / "c" / "cut.npy").stat().st_size
     with pytest.raises(VideoDecodeError, match="file not found"):
         cache_video(tmp_path / "missing.mp4", tmp_path / "c" / "missing.npy")
-    assert sorted(p.name for p in (tmp_path / "c").iterdir()) == ["cut.npy"]  # nothing half-written left
+    assert sorted(p.name for p in (tmp_path / "c").iterdir()) == ["cut.npy", "cut.source.json"]  # nothing half-
+    # written left
     for shape in [(10, 64, 77, 3), (123456, 128, 171, 3)]:
         buffer = io.BytesIO()
         np.lib.format.write_array_header_1_0(buffer, {"descr": "|u1", "fortran_order": False, "shape": shape})

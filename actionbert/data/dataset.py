@@ -7,8 +7,10 @@ One item is one clip of one video as a dict (`video`, `label`, `video_id`, `clip
 - mode "test": one item per test window (`sampling.test_window_indices`), all views of the multi-view
   transform stacked first: `video` is (V, 3, T, H, W), V = 10 for the ten-crop transform.
 
-Frames come from the decoded-frame cache when one exists for the video (`prepare --cache`), otherwise from
-the video itself, decoded directly at the transform's resize size.
+Frames come from the decoded-frame cache when one exists for the video (`prepare --cache`) and is current,
+otherwise from the video itself, decoded directly at the transform's resize size. A cache whose video changed
+or vanished since `prepare` is never read: it is detected (`cache.cache_status`) and the video is decoded
+instead, with one `cache.StaleCacheWarning` per video naming it and the reason.
 
 Failures: a video that fails to decode does not raise out of `__getitem__` and is not replaced by another
 sample (that would bias the epoch silently). The item is a failure marker `{"error": "<file>: <reason>",
@@ -26,6 +28,7 @@ from __future__ import annotations
 
 import csv
 import os
+import warnings
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable, Sequence
@@ -35,7 +38,7 @@ import numpy as np
 import torch
 from torch.utils.data import Dataset
 
-from actionbert.data.cache import CACHE_DIRNAME, cache_file, read_cached
+from actionbert.data.cache import CACHE_DIRNAME, StaleCacheWarning, cache_file, cache_status, read_cached
 from actionbert.data.decode import VideoDecodeError, read_frames
 from actionbert.data.sampling import center_clip_indices, test_window_indices, train_clip_indices
 from actionbert.data.transforms import eval_transform, ten_crop_transform, train_transform
@@ -81,7 +84,9 @@ def load_split(prepared_dir: str | os.PathLike, split: str) -> tuple[list[Sample
             (UCF101/HMDB51 official test lists are written as val.csv, as the reference uses them).
 
     Returns:
-        (samples, class names in label order). `Sample.cache` is set for videos whose cache file exists.
+        (samples, class names in label order). `Sample.cache` is set for videos whose cache file exists and
+        is current (`cache.cache_status`); a stale one is left unset, with a `StaleCacheWarning` naming the
+        video.
     """
     prepared = Path(prepared_dir)
     if split not in MODES:
@@ -104,9 +109,23 @@ def load_split(prepared_dir: str | os.PathLike, split: str) -> tuple[list[Sample
                 video_id=row["video_id"], path=row["path"], label=int(row["label"]),
                 num_frames=int(row["num_frames"]), fps=float(row["fps"] or 0), width=int(row["width"] or 0),
                 height=int(row["height"] or 0), class_name=row.get("class_name", ""),
-                cache=str(cached) if cached.is_file() else "",
+                cache=str(cached) if cached.is_file() and _current(cached, row["path"]) else "",
             ))
     return samples, classes
+
+
+def _current(cache: Path, video: str) -> bool:
+    """Whether a cache file may be used; warns (once per video) when it may not."""
+    reason = cache_status(cache, video)
+    if reason is not None:
+        _warn_stale(video, cache, reason)
+    return reason is None
+
+
+def _warn_stale(video: str, cache: str | os.PathLike, reason: str) -> None:
+    warnings.warn(f"{video}: its decoded-frame cache {cache} is not used: {reason}; the video is decoded "
+                  f"instead (rerun `actionbert prepare --cache` to refresh the cache and frame counts)",
+                  StaleCacheWarning, stacklevel=3)
 
 
 def write_split(file: str | os.PathLike, rows: Sequence[dict], *, extra_columns: Sequence[str] = ()) -> None:
@@ -147,6 +166,8 @@ class VideoClipDataset(Dataset):
         self.cache_dir = Path(cache_dir) if cache_dir is not None else None
         self.seed = seed
         self.epoch = 0
+        self._checked: set[str] = set()  # video ids whose cache (under cache_dir) is current
+        self._bypassed: set[str] = set()  # video ids whose cache is not used (warned once)
         # One item per video, or per (video, test window) in test mode.
         self._items: list[tuple[int, int, int]] = []  # (sample index, clip index, clips of that video)
         for s, sample in enumerate(self.samples):
@@ -196,17 +217,39 @@ class VideoClipDataset(Dataset):
         return {"video": video, **base}
 
     def _frames(self, sample: Sample, indices: list[int]) -> torch.Tensor:
-        cache = cache_file(self.cache_dir, sample.video_id) if self.cache_dir is not None else sample.cache
+        cache = self._cache(sample)
         if cache:
             try:
                 return read_cached(cache, indices)
-            except (OSError, ValueError, IndexError):
-                pass  # a missing or stale cache file: decode the video instead
+            except (OSError, ValueError, IndexError) as e:  # vanished or damaged since it was checked
+                self._bypass(sample, cache, f"it cannot be read ({e})")
         size = None
         resized = getattr(self.transform, "resized_size", None)
         if resized is not None and sample.height > 0 and sample.width > 0:
             size = resized(sample.height, sample.width)
         return read_frames(sample.path, indices, size=size, num_frames=sample.num_frames)
+
+    def _cache(self, sample: Sample) -> str:
+        """The cache file to read for `sample`, "" for none. With `cache_dir`, its staleness is checked here
+        (once per video); a `Sample.cache` was checked by `load_split`."""
+        if self.cache_dir is None or sample.video_id in self._bypassed:
+            return "" if sample.video_id in self._bypassed else sample.cache
+        cache = cache_file(self.cache_dir, sample.video_id)
+        if sample.video_id not in self._checked:
+            if not cache.is_file():
+                return ""
+            reason = cache_status(cache, sample.path)
+            if reason is not None:
+                self._bypass(sample, cache, reason)
+                return ""
+            self._checked.add(sample.video_id)
+        return str(cache)
+
+    def _bypass(self, sample: Sample, cache, reason: str) -> None:
+        """Stop using a video's cache, warning once (per process) that its video is decoded instead."""
+        if sample.video_id not in self._bypassed:
+            self._bypassed.add(sample.video_id)
+            _warn_stale(sample.path, cache, reason)
 
     def _rng(self, index: int) -> np.random.Generator:
         if self.seed is None:

@@ -43,78 +43,21 @@ import numpy as np
 import torch
 from av.video.reformatter import VideoReformatter
 
+from actionbert.data.framefolder import (IMAGE_EXTENSIONS, image_files, is_frame_folder, load_image, probe_folder,
+                                         read_folder, stream_folder)
+from actionbert.data.videoinfo import ERROR_KINDS, VideoDecodeError, VideoInfo
+
+__all__ = ["ERROR_KINDS", "IMAGE_EXTENSIONS", "VIDEO_EXTENSIONS", "FrameTable", "VideoDecodeError", "VideoInfo",
+           "VideoStream", "frame_table", "is_frame_folder", "iter_frames", "probe", "read_frames",
+           "short_side_size"]
+
 #: File extensions `prepare` treats as videos when it scans folders (anything else is reported, not read).
 VIDEO_EXTENSIONS = (".mp4", ".avi", ".mkv", ".webm", ".mov", ".m4v", ".mpg", ".mpeg", ".wmv", ".flv", ".3gp",
                     ".gif", ".ogv", ".ts", ".mts", ".vob", ".asf")
-#: Image extensions accepted inside frame folders.
-IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".bmp", ".webp")
 #: Container formats whose timestamps cannot map to frame indices: always decoded from the first frame.
 _NO_SEEK_FORMATS = ("avi", "gif", "mjpeg", "image2")
 #: Demuxers that open still images or text, not videos.
 _NOT_VIDEO_FORMATS = ("image2", "tty", "srt", "ass", "webvtt")
-
-
-#: Kinds of decoding failure (`VideoDecodeError.kind`), as `prepare` reports them in problems.csv.
-ERROR_KINDS = {
-    "missing": "the path does not exist",
-    "unreadable": "the path exists but cannot be read",
-    "empty": "zero-byte file",
-    "not_video": "not a video (text, still image, unknown format)",
-    "audio_only": "a media file without a video stream",
-    "corrupt": "a video FFmpeg cannot open or decode",
-    "short_read": "fewer frames decode than requested",
-}
-
-
-class VideoDecodeError(Exception):
-    """A video (or frame folder) cannot be opened or decoded.
-
-    Attributes:
-        path: the file.
-        problem: what went wrong, in words.
-        kind: a key of `ERROR_KINDS`.
-    """
-
-    def __init__(self, path: str | os.PathLike, problem: str, kind: str = "corrupt"):
-        self.path = str(path)
-        self.problem = problem
-        self.kind = kind
-        super().__init__(f"{self.path}: {problem}")
-
-    def __reduce__(self):  # keep path, problem and kind when sent between DataLoader worker processes
-        return type(self), (self.path, self.problem, self.kind)
-
-
-@dataclass(frozen=True)
-class VideoInfo:
-    """What `probe` learned by decoding a whole video.
-
-    Attributes:
-        path: the file (or frame folder) as given.
-        num_frames: frames that decode, counted by decoding (never from the header).
-        fps: measured frame rate, frames per second (frame count over the decoded timestamp span; the
-            container's average rate when timestamps are unusable; 0.0 for frame folders).
-        width: width of the returned frames in pixels (after rotation).
-        height: height of the returned frames in pixels (after rotation).
-        rotation: clockwise degrees applied to the stored pixels to make them upright (0, 90, 180, 270).
-        codec: decoder name, e.g. "h264", "mpeg4", "gif"; "images" for frame folders.
-        container: demuxer name, e.g. "mov,mp4,m4a,3gp,3g2,mj2", "avi"; "folder" for frame folders.
-        header_frames: frame count the container claims, None when it claims nothing.
-        duration: seconds between the first and the last decoded frame plus one frame, None if unknown.
-        decode_error: decoder message if decoding stopped early with an error, else None.
-    """
-
-    path: str
-    num_frames: int
-    fps: float
-    width: int
-    height: int
-    rotation: int
-    codec: str
-    container: str
-    header_frames: int | None = None
-    duration: float | None = None
-    decode_error: str | None = None
 
 
 def short_side_size(height: int, width: int, short_side: int) -> tuple[int, int]:
@@ -122,12 +65,6 @@ def short_side_size(height: int, width: int, short_side: int) -> tuple[int, int]
     if height <= width:
         return short_side, max(1, round(width * short_side / height))
     return max(1, round(height * short_side / width)), short_side
-
-
-def is_frame_folder(path: str | os.PathLike) -> bool:
-    """True when `path` is a directory holding at least one image file."""
-    p = Path(path)
-    return p.is_dir() and bool(_image_files(p))
 
 
 # --------------------------------------------------------------------------------------------- probe
@@ -144,7 +81,7 @@ def probe(path: str | os.PathLike) -> VideoInfo:
         VideoDecodeError: missing, unreadable, empty, not a video, no video stream, or no decodable frame.
     """
     if Path(path).is_dir():
-        return _probe_folder(Path(path))
+        return probe_folder(Path(path))
     scan = _scan(path)
     return scan.info
 
@@ -241,11 +178,25 @@ class _DecodeLog:
             header_frames=stream.frames or None,
             duration=duration,
             decode_error=error,
+            header_duration=_header_duration(container, stream),
         )
         clean = (container.format.name not in _NO_SEEK_FORMATS and None not in pts and len(set(pts)) == len(pts)
                  and pts == sorted(pts))
         return _Scan(info=info, times=times, keyframes=self.keyframes, pts=pts if clean else None,
                      time_base=time_base)
+
+
+def _header_duration(container, stream) -> float | None:
+    """Seconds the file claims its video lasts: the stream's duration (Matroska: its DURATION tag), else the
+    container's (which may include a longer audio track); None if neither."""
+    if stream.duration and stream.time_base:
+        return float(stream.duration * stream.time_base)
+    tag = re.fullmatch(r"(\d+):(\d\d):(\d\d(?:\.\d+)?)", str(stream.metadata.get("DURATION", "")).strip())
+    if tag:
+        return int(tag.group(1)) * 3600 + int(tag.group(2)) * 60 + float(tag.group(3))
+    if container.duration:
+        return container.duration / av.time_base
+    return None
 
 
 def _frame_times(pts: list[int | None], time_base: float, rate: float) -> list[float]:
@@ -259,16 +210,6 @@ def _frame_times(pts: list[int | None], time_base: float, rate: float) -> list[f
         return [(p - ordered[0]) * time_base for p in ordered]
     step = 1.0 / rate if rate > 0 else 0.0
     return [i * step for i in range(len(pts))]
-
-
-def _probe_folder(folder: Path) -> VideoInfo:
-    files = _image_files(folder)
-    if not files:
-        raise VideoDecodeError(folder, "frame folder holds no image files (" + ", ".join(IMAGE_EXTENSIONS) + ")",
-                               "not_video")
-    first = _load_image(files[0], None)
-    return VideoInfo(path=str(folder), num_frames=len(files), fps=0.0, width=first.shape[1], height=first.shape[0],
-                     rotation=0, codec="images", container="folder")
 
 
 # --------------------------------------------------------------------------------------------- read
@@ -296,7 +237,7 @@ def read_frames(path: str | os.PathLike, indices: Sequence[int], *, size: tuple[
     if wanted[0] < 0:
         raise VideoDecodeError(path, f"negative frame index {wanted[0]}", "short_read")
     if Path(path).is_dir():
-        return _read_folder(Path(path), indices, size)
+        return read_folder(Path(path), indices, size)
     reader = _Reader(path, size=size, num_frames=num_frames, threads=threads)
     got = dict(reader.frames(wanted[0], wanted[-1] + 1, keep=set(wanted)))
     missing = [i for i in wanted if i not in got]
@@ -324,8 +265,8 @@ def iter_frames(path: str | os.PathLike, *, size: tuple[int, int] | None = None,
         uint8 tensors (H, W, 3), RGB.
     """
     if Path(path).is_dir():
-        for f in _image_files(Path(path))[start:stop]:
-            yield torch.from_numpy(_load_image(f, size))
+        for f in image_files(Path(path))[start:stop]:
+            yield torch.from_numpy(load_image(f, size))
         return
     reader = _Reader(path, size=size, num_frames=None, threads=threads)
     for _, array in reader.frames(start, stop):
@@ -358,11 +299,7 @@ class VideoStream:
 
     def __iter__(self) -> Iterator[torch.Tensor]:
         if Path(self.path).is_dir():
-            info = _probe_folder(Path(self.path))
-            size = self._size(info.height, info.width)
-            for f in _image_files(Path(self.path)):
-                yield torch.from_numpy(_load_image(f, size))
-            self.info = info
+            yield from stream_folder(Path(self.path), self._size, lambda info: setattr(self, "info", info))
             return
         container, stream = _open(self.path, threads=self.threads)
         with container:
@@ -615,46 +552,6 @@ def _open(path, threads: int = 1):
     if threads != 1:
         stream.codec_context.thread_type = "AUTO"
     return container, stream
-
-
-def _image_files(folder: Path) -> list[Path]:
-    """Image files of a frame folder in frame order; only `img_*` files when the folder has any."""
-    try:
-        files = [f for f in folder.iterdir() if f.suffix.lower() in IMAGE_EXTENSIONS and f.is_file()]
-    except OSError:
-        return []
-    img = [f for f in files if f.name.startswith("img_")]
-    return sorted(img or files, key=lambda f: _natural_key(f.name))
-
-
-def _natural_key(name: str):
-    return [int(t) if t.isdigit() else t for t in re.split(r"(\d+)", name)]
-
-
-def _read_folder(folder: Path, indices: Sequence[int], size) -> torch.Tensor:
-    files = _image_files(folder)
-    if not files:
-        raise VideoDecodeError(folder, "frame folder holds no image files", "not_video")
-    loaded: dict[int, np.ndarray] = {}
-    for i in sorted(set(int(i) for i in indices)):
-        if i >= len(files):
-            raise VideoDecodeError(folder, f"frame {i} requested but the folder holds {len(files)} frames",
-                                   "short_read")
-        loaded[i] = _load_image(files[i], size)
-    return torch.from_numpy(np.stack([loaded[int(i)] for i in indices]))  # (T, H, W, 3)
-
-
-def _load_image(file: Path, size) -> np.ndarray:
-    from PIL import Image, UnidentifiedImageError
-
-    try:
-        with Image.open(file) as img:
-            img = img.convert("RGB")
-            if size is not None and (img.height, img.width) != tuple(size):
-                img = img.resize((size[1], size[0]), Image.BILINEAR)
-            return np.array(img)  # (H, W, 3), writable
-    except (OSError, UnidentifiedImageError) as e:
-        raise VideoDecodeError(file, f"cannot read image ({e})", "corrupt") from None
 
 
 def _quarter_turns(rotation: float) -> int:
