@@ -191,6 +191,11 @@ def _text(value: Any) -> str:
     return "none" if value is None else str(value)
 
 
+def _where(at: dict[str, str]) -> str:
+    """{"model.reduction": "frmb"} -> "reduction=frmb": the values the other factors are held at."""
+    return ", ".join(f"{key.split('.')[-1]}={v}" for key, v in at.items())
+
+
 def grid_comparisons(rows: list[AblationRow], *, classes: list[str] | None = None,
                      seed: int = 0) -> tuple[list[dict], list[str]]:
     """Paired comparisons of every comparable pair (see `actionbert.compare`), and notes on pairs left out.
@@ -206,14 +211,15 @@ def grid_comparisons(rows: list[AblationRow], *, classes: list[str] | None = Non
     for factor, a, b in comparable_pairs(rows):
         at = {key: _text(v) for key, v in a.values.items() if key != factor}
         name_a, name_b = _text(a.values[factor]), _text(b.values[factor])
-        where = ", ".join(f"{key.split('.')[-1]}={v}" for key, v in at.items())
+        where = _where(at)
+        pair = f"{factor} {name_a} vs {name_b}" + (f" at {where}" if where else "")
         if not (a.predictions and b.predictions):
-            notes.append(f"{factor} {name_a} vs {name_b} {where}: no per-video results (runs not evaluated)")
+            notes.append(f"{pair}: no per-video results (runs not evaluated)")
             continue
         try:
             paired = compare.paired_results(a.predictions, b.predictions, classes)
         except ValueError as e:
-            notes.append(f"{factor} {name_a} vs {name_b} {where}: {e}")
+            notes.append(f"{pair}: {e}")
             continue
         for metric, r in compare.compare(paired, seed=seed).items():
             item = {"factor": factor, "a": name_a, "b": name_b, "metric": metric, "diff": round(r["diff"], 3),
@@ -227,9 +233,8 @@ def comparisons_markdown(items: list[dict], notes: list[str], *, explain: bool =
     """Markdown lines: how to read the comparisons (with `explain`), their table and one verdict line each."""
     if not items and not notes:
         return ["No two grid points differ in exactly one value: nothing to compare."]
-    table = [{"factor": i["factor"], **({"at": ", ".join(f"{k.split('.')[-1]}={v}" for k, v in i["at"].items())}
-                                       if "at" in i else {}),
-              "a": i["a"], "b": i["b"], "metric": i["metric"], "diff (b − a)": f"{i['diff']:+.1f}",
+    table = [{"factor": i["factor"], **({"at": _where(i["at"])} if "at" in i else {}), "a": i["a"], "b": i["b"],
+              "metric": i["metric"], "diff (b − a)": f"{i['diff']:+.1f}",
               "95% CI": f"[{i['ci95'][0]:+.1f}, {i['ci95'][1]:+.1f}]", "p": f"{i['p_value']:.3g}",
               "videos": i["videos"], "seeds": i["seeds"]} for i in items]
     lines = ([compare.METHOD_NOTE, ""] if explain else []) + ([markdown_table(table), ""] if table else [])

@@ -20,9 +20,11 @@ another test set drawn like this one, for these trained models; the seeds are av
 k runs it averages.
 
 Caveat of the pooled McNemar test. It counts every (video, seed) pair as an independent trial; a hard video
-tends to be hard for every seed, so with k > 1 the pairs are positively correlated and the p-value is somewhat
-too small. The verdict therefore also requires the bootstrap interval, which resamples whole videos and so
-accounts for that correlation, to exclude 0. With k = 1 it is the classical exact McNemar test.
+tends to be hard for every seed, so with k > 1 the pairs are positively correlated and the p-value is too small
+(`benchmarks/power.py`: with 3 seeds whose paired differences correlate 0.5, p < 0.05 in 17% of simulated
+studies without a true difference instead of 5%). The verdict therefore also requires the bootstrap interval,
+which resamples whole videos and so accounts for that correlation, to exclude 0 (7% in the same simulation).
+With k = 1 it is the classical exact McNemar test.
 
 `required_videos` and `simulate_paired` plan a study: how many videos and seeds a difference of a given size
 needs (the README's table; `benchmarks/power.py` checks the formula against simulated studies).
@@ -48,11 +50,11 @@ _CHUNK = 500  # replicates drawn per step: bounds memory to _CHUNK x n; part of 
 METHOD_NOTE = (
     f"diff: b − a in points, on the same test videos and seeds. 95% CI: percentile bootstrap over videos "
     f"({REPLICATES} replicates; each resamples the videos once for every seed of both models). p: for top-1 the "
-    f"exact McNemar test on the discordant (video, seed) pairs pooled over seeds (with several seeds somewhat too "
-    f"small, as a video's seeds are not independent); for mean class accuracy a paired sign-flip randomization "
-    f"test over videos. Verdict: better or worse when the CI excludes 0 and p < {ALPHA}, otherwise within noise. "
-    f"The interval is about these trained models on another test set like this one; seed-to-seed variation "
-    f"enters only through the seeds averaged.")
+    f"exact McNemar test on the discordant (video, seed) pairs pooled over seeds (with several seeds too small, as "
+    f"a video's seeds are not independent: read it with the CI); for mean class accuracy a paired sign-flip "
+    f"randomization test over videos. Verdict: better or worse when the CI excludes 0 and p < {ALPHA}, otherwise "
+    f"within noise. The interval is about these trained models on another test set like this one; seed-to-seed "
+    f"variation enters only through the seeds averaged.")
 
 
 @dataclass(frozen=True)
