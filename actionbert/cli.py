@@ -437,7 +437,7 @@ def _args_ablate(p: argparse.ArgumentParser) -> None:
 def _run_ablate(args: argparse.Namespace) -> int:
     from pathlib import Path
 
-    from actionbert.ablate import markdown_table, parse_grid, run_ablation, table_rows
+    from actionbert.ablate import parse_grid, run_ablation
     from actionbert.config import load_config
     from actionbert.evaluate import evaluate
     from actionbert.train import train
@@ -450,15 +450,15 @@ def _run_ablate(args: argparse.Namespace) -> int:
     def eval_fn(run_dir, cfg):
         r = evaluate(run_dir / "best.pt", data=cfg.data.root, split=cfg.data.val_split, views=args.views,
                      temporal_check=args.temporal_check, out=run_dir / "eval")
-        res = {"top1": r["video"]["top1"]}
+        res = {"top1": r["video"]["top1"], "predictions": r.get("predictions", [])}  # per video: for comparisons
         if args.temporal_check:
             res["shuffled_top1"] = r["temporal_check"]["shuffled"]["top1"]
         return res
 
-    rows = run_ablation(base, grid, seeds=args.seeds, out=out, train_fn=lambda cfg: train(cfg, hooks=hooks),
-                        eval_fn=eval_fn, on_run=lambda name, seed, r: print(f"{name} seed {seed}: {r}"))
-    print(markdown_table(table_rows(rows)))
-    print(f"written: {out}/ablation.md, {out}/ablation.csv")
+    run_ablation(base, grid, seeds=args.seeds, out=out, train_fn=lambda cfg: train(cfg, hooks=hooks),
+                 eval_fn=eval_fn, on_run=lambda name, seed, r: print(f"{name} seed {seed}: {r}"))
+    print((out / "ablation.md").read_text().strip())  # the table, then the paired comparisons and verdicts
+    print(f"written: {out}/ablation.md, {out}/ablation.csv, {out}/ablation.json")
     return 0
 
 

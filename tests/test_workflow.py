@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from actionbert.ablate import parse_grid, run_ablation
+from actionbert.ablate import AblationRow, parse_grid, run_ablation
 from actionbert.checkpoint import load_checkpoint, load_model
 from actionbert.config import DataConfig, ModelConfig, RunConfig, TrainConfig
 from actionbert.data import make_synthetic_dataset, prepare_dataset
@@ -224,14 +224,29 @@ def test_ablation_table(prepared, tmp_path):
     base = tiny_config(prepared, tmp_path / "abl", epochs=1)
     grid = parse_grid(["head=tgap,bert"])
     assert grid == {"model.head": ["tgap", "bert"]}
-    rows = run_ablation(base, grid, seeds=2, out=tmp_path / "abl", train_fn=train)
+
+    def eval_fn(run_dir, cfg):
+        r = evaluate(run_dir / "best.pt", data=prepared, split="val", views="1x1")
+        return {"top1": r["video"]["top1"], "predictions": r["predictions"]}
+
+    rows = run_ablation(base, grid, seeds=2, out=tmp_path / "abl", train_fn=train, eval_fn=eval_fn)
     assert [r.values["model.head"] for r in rows] == ["tgap", "bert"]
     assert all(len(r.top1) == 2 and r.gflops > 0 for r in rows)
     assert rows[1].params - rows[0].params > 0  # BERT adds parameters
     table = (tmp_path / "abl" / "ablation.md").read_text()
     assert "| head | top1_mean | top1_std |" in table
     runs = list(csv.DictReader(open(tmp_path / "abl" / "runs.csv")))
-    assert len(runs) == 4 and {r["seed"] for r in runs} == {"0", "1"}
+    assert len(runs) == 4 and {r["seed"] for r in runs} == {"0", "1"} and "predictions" not in runs[0]
+    # the paired comparison of the heads on the same validation videos and seeds
+    written = json.loads((tmp_path / "abl" / "ablation.json").read_text())
+    top1, mca = written["comparisons"]
+    assert (top1["factor"], top1["a"], top1["b"], top1["metric"], mca["metric"]) == (
+        "model.head", "tgap", "bert", "top1", "mean_class_accuracy")
+    assert (top1["videos"], top1["seeds"]) == (NUM_CLASSES, 2)  # one validation video per class
+    mean = {r.values["model.head"]: sum(r.top1) / len(r.top1) for r in rows}
+    assert top1["diff"] == pytest.approx(mean["bert"] - mean["tgap"], abs=1e-3)
+    assert top1["ci95"][0] <= top1["diff"] <= top1["ci95"][1]
+    assert "## Paired comparisons" in table and f"- {top1['verdict']}" in table
 
 
 def test_fine_tune_from_pretrained_folder_with_other_classes(prepared, tmp_path):
@@ -288,6 +303,9 @@ train: {{out: {tmp_path / 'run'}, epochs: 1, batch_size: 2, lr: 1.0e-3}}
     assert main(["ablate", str(cfg), "--grid", "head=tgap,bert", "--seeds", "1", "--views", "1x1",
                  "--out", str(tmp_path / "abl"), "--quiet"]) == 0
     assert "| tgap |" in (tmp_path / "abl" / "ablation.md").read_text()
+    compared = json.loads((tmp_path / "abl" / "ablation.json").read_text())["comparisons"]
+    assert [(c["a"], c["b"], c["videos"], c["seeds"]) for c in compared] == [("tgap", "bert", 4, 1)] * 2
+    assert compared[0]["verdict"] in capsys.readouterr().out  # the verdicts are printed too
 
 
 def test_predict_keeps_the_frames_before_a_decoder_error(trained, tmp_path, video_tools):
@@ -336,4 +354,32 @@ def test_a_tiny_demo_runs_end_to_end_and_can_run_again(tmp_path):
     report = run_demo(demo)
     text = report.read_text()
     assert "| tgap |" in text and "| bert |" in text and "## Per-class recall" in text
+    written = json.loads((tmp_path / "demo" / "ablation.json").read_text())
+    top1 = written["comparisons"][0]
+    mean = {row["head"]: row["top1_mean"] for row in written["table"]}
+    assert (top1["a"], top1["b"], top1["metric"]) == ("tgap", "bert", "top1")
+    assert top1["diff"] == pytest.approx(mean["bert"] - mean["tgap"], abs=0.02)  # the verdict is about these
+    assert "## Paired comparison of the heads" in text and top1["verdict"] in text
+    # two classes: both are order classes, so the order-only group is the whole set and there is no control group
+    assert list(written["class_groups"]) == ["order-only classes"]
+    assert written["class_groups"]["order-only classes"]["comparisons"][0]["videos"] == top1["videos"]
     assert run_demo(demo).is_file()  # a second run replaces the folder it made
+
+
+def test_demo_class_groups_and_their_comparisons():
+    from actionbert.demo import class_groups, group_comparisons
+
+    classes = ["red_then_blue", "blue_then_red", "slide_left", "ring"]
+    assert class_groups(classes) == {"all classes": classes, "order-only classes": classes[:2],
+                                     "control classes": classes[2:]}
+    ids = [f"v{i}" for i in range(8)]
+    labels = [classes[i % 4] for i in range(8)]  # v0 red_then_blue, v1 blue_then_red, v2 slide_left, v3 ring, ...
+    tgap = [{"video_id": v, "label": y, "predicted": y if i % 4 >= 2 else "ring"} for i, (v, y) in
+            enumerate(zip(ids, labels))]  # right on the control classes only
+    bert = [{"video_id": v, "label": y, "predicted": y} for v, y in zip(ids, labels)]  # right everywhere
+    rows = [AblationRow({"model.head": "tgap"}, predictions=[tgap]), AblationRow({"model.head": "bert"},
+                                                                                 predictions=[bert])]
+    groups = group_comparisons(rows, classes)
+    diffs = {name: g["comparisons"][0]["diff"] for name, g in groups.items()}
+    assert diffs == {"all classes": 50.0, "order-only classes": 100.0, "control classes": 0.0}
+    assert groups["order-only classes"]["comparisons"][0]["videos"] == 4

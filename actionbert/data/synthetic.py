@@ -158,6 +158,10 @@ SYNTHETIC_CLASSES: dict[str, Renderer] = {
     "ring": _ring,
 }
 
+#: The order-pair classes (each differs from its partner only in the order of its two events); the others are
+#: the control classes, separable from any short window.
+ORDER_CLASSES = ("red_then_blue", "blue_then_red", "circle_then_square", "square_then_circle")
+
 
 def render_video(class_name: str, rng: np.random.Generator, *, num_frames: int = 48,
                  size: tuple[int, int] = (72, 96), clip_len: int | None = None) -> np.ndarray:
