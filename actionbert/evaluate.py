@@ -20,8 +20,6 @@ from __future__ import annotations
 
 import csv
 import functools
-import json
-import math
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable
@@ -32,6 +30,8 @@ from torch.utils.data import DataLoader, Subset
 from actionbert import runtime
 from actionbert.checkpoint import CheckpointError, load_model
 from actionbert.config import transform_resize
+from actionbert.errors import UsageError
+from actionbert.fileio import atomic_write_text, to_json
 from actionbert.metrics import classification_report, topk_accuracy
 
 ORDERS = ("original", "reversed", "shuffled")
@@ -50,9 +50,9 @@ class Views:
         try:
             views = Views(int(c), int(v))
         except ValueError:
-            raise ValueError(f"views {text!r}: expected 'all' or CLIPSxCROPS such as 1x1, 3x10, 0x10") from None
+            raise UsageError(f"views {text!r}: expected 'all' or CLIPSxCROPS such as 1x1, 3x10, 0x10") from None
         if views.crops not in (1, 5, 10) or views.clips < 0:
-            raise ValueError(f"views {text!r}: crops must be 1, 5 or 10 and clips >= 0 (0 = all windows)")
+            raise UsageError(f"views {text!r}: crops must be 1, 5 or 10 and clips >= 0 (0 = all windows)")
         return views
 
 
@@ -85,13 +85,13 @@ def evaluate(model_path: str | Path, *, data: str | Path, split: str = "val", vi
     from actionbert.inference import prepare_for_inference
     from actionbert.data import VideoClipDataset, collate_clips, eval_transform, load_split, ten_crop_transform
 
+    v = Views.parse(views)
     dev = runtime.select_device(device)
     model, info = load_model(model_path, map_location="cpu")
-    model = prepare_for_inference(model, precision=precision, device=dev) if fast else model.to(dev).eval()
     samples, classes = load_split(data, split)
+    model = prepare_for_inference(model, precision=precision, device=dev) if fast else model.to(dev).eval()
     if list(classes) != list(info["classes"]):
         raise CheckpointError(f"{model_path}: trained on classes {info['classes']} but {data} has {classes}")
-    v = Views.parse(views)
     notes = []
     if v.crops == 10 and info.get("hflip", 0.5) == 0:
         v = Views(v.clips, 5)
@@ -146,11 +146,11 @@ def evaluate(model_path: str | Path, *, data: str | Path, split: str = "val", vi
         "views": {"clips_per_video": v.clips or "all", "crops": v.crops,
                   "mean_views_per_video": (sum(video_views[i] for i in ids) / len(ids)) if ids else 0},
         "num_videos": len(samples), "evaluated_videos": len(ids),
-        "failures": failures,
+        "failures": _per_video(failures),
         "notes": notes,
     }
     if not ids:
-        report["video"] = {"top1": math.nan, "mean_class_accuracy": math.nan}
+        report["video"] = {"top1": None, "mean_class_accuracy": None}  # undefined: null, never NaN
         report["note"] = "no video could be evaluated"
     else:
         per_video = {o: torch.stack([video_sum[o][i] / video_views[i] for i in ids]) for o in orders}
@@ -172,6 +172,16 @@ def evaluate(model_path: str | Path, *, data: str | Path, split: str = "val", vi
     return report
 
 
+def _per_video(failures: list[dict]) -> list[dict]:
+    """One entry per failed video (a video fails in each of its test windows): its first reason and the
+    number of its windows that failed."""
+    out: dict[str, dict] = {}
+    for f in failures:
+        entry = out.setdefault(f["video_id"], {"video_id": f["video_id"], "reason": f["reason"], "windows": 0})
+        entry["windows"] += 1
+    return list(out.values())
+
+
 def _first_views(ten_crop, n: int):
     """The first `n` views of the ten-crop set (its order: centre, 4 corners, then the same mirrored);
     a partial of a module-level function, so DataLoader workers can pickle it."""
@@ -184,7 +194,7 @@ def _take_views(frames, rng=None, *, transform, n: int) -> torch.Tensor:
 
 def write_report(report: dict, out: Path) -> None:
     out.mkdir(parents=True, exist_ok=True)
-    (out / "report.json").write_text(json.dumps(report, indent=2))
+    atomic_write_text(out / "report.json", to_json(report))
     if "confusion_matrix" not in report.get("video", {}):
         return
     classes, cm = report["classes"], report["video"]["confusion_matrix"]

@@ -57,7 +57,6 @@ non-video file; one that cannot be read is reported (`bad_clips_csv`) and ignore
 from __future__ import annotations
 
 import csv
-import json
 import os
 import random
 import re
@@ -72,6 +71,8 @@ from actionbert.data.cache import (CACHE_DIRNAME, CACHE_SHORT_SIDE, FRAMES_DIRNA
                                    write_frame_folder)
 from actionbert.data.dataset import write_split
 from actionbert.data.decode import VIDEO_EXTENSIONS, VideoDecodeError, VideoInfo, is_frame_folder, probe
+from actionbert.errors import DataError
+from actionbert.fileio import atomic_write_text, to_json
 
 #: `progress(stage, done, total)`: stage is "probe" ("probe+cache" with the cache) or "frames".
 Progress = Callable[[str, int, int], None]
@@ -389,6 +390,7 @@ def prepare_dataset(data: str | os.PathLike, out: str | os.PathLike, *, layout: 
         listing.classes = declared
 
     entries = _checked_entries(listing, problems)
+    _require_two_classes(_class_list(listing.classes, entries), data)
     # one decoding pass per video measures it and, with `cache`, writes its cache file at the same time
     cache_dir = out / CACHE_DIRNAME if cache else None
     infos = _probe_all(entries, workers, progress, cache_dir, cache_short_side)
@@ -429,7 +431,7 @@ def prepare_dataset(data: str | os.PathLike, out: str | os.PathLike, *, layout: 
         rows[split_name].sort(key=lambda r: r["video_id"])
 
     out.mkdir(parents=True, exist_ok=True)
-    (out / "classes.txt").write_text("".join(f"{c}\n" for c in class_names), encoding="utf-8")
+    atomic_write_text(out / "classes.txt", "".join(f"{c}\n" for c in class_names))
     for split_name in SPLITS:
         if split_name != "test" or rows["test"]:
             write_split(out / f"{split_name}.csv", rows[split_name], extra_columns=("group",))
@@ -451,7 +453,7 @@ def prepare_dataset(data: str | os.PathLike, out: str | os.PathLike, *, layout: 
             "groups": report.groups,
             "problems": len(problems), "skipped": report.skipped, "cache_bytes": cache_bytes,
             "seconds": report.seconds}
-    (out / "prepare.json").write_text(json.dumps(meta, indent=2, ensure_ascii=False) + "\n", encoding="utf-8")
+    atomic_write_text(out / "prepare.json", to_json(meta))
     return report
 
 
@@ -779,6 +781,13 @@ def _read_clips_csv(file: Path, problems: list[Problem]) -> dict[str, str]:
         problems.append(Problem(str(file), "bad_clips_csv", f"not used to group clips by source video: {e}"))
         return {}
     return table
+
+
+def _require_two_classes(class_names: list[str], data: Path) -> None:
+    """Refuse a one-class dataset before anything is written: a classifier needs at least two classes."""
+    if len(class_names) == 1:
+        raise DataError(f"{data}: only one class ({class_names[0]}); classification needs at least 2 classes: add "
+                        "videos of another class (a folder per class), or declare the classes with --classes")
 
 
 def _class_list(declared: list[str] | None, entries: list[Entry]) -> list[str]:
