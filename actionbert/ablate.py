@@ -23,6 +23,7 @@ from torch.utils.flop_counter import FlopCounterMode
 
 from actionbert.config import (SECTIONS, ConfigError, RunConfig, apply_override, config_from_dict, config_to_dict,
                                load_config)
+from actionbert.errors import DataError
 from actionbert.models import VideoClassifier, count_parameters
 
 
@@ -114,6 +115,9 @@ def run_ablation(base: RunConfig, grid: dict[str, list[Any]], *, seeds: int, out
             result = train_fn(cfg)
             seconds = time.perf_counter() - t0
             evaluated = eval_fn(result.run_dir, cfg) if eval_fn else {"top1": result.best_top1}
+            if evaluated["top1"] is None:
+                raise DataError(f"{result.run_dir}: no validation top-1 (no validation videos could be evaluated); "
+                                "an ablation compares validation results: prepare the data with a validation split")
             row.top1.append(float(evaluated["top1"]))
             for key, value in evaluated.items():
                 if key != "top1" and isinstance(value, (int, float)):

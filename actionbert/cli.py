@@ -300,20 +300,19 @@ def _run_eval(args: argparse.Namespace) -> int:
     from actionbert.evaluate import evaluate
 
     out = args.out or str(Path(args.model).parent / f"eval_{args.split}")
-    bars: list = []  # made at the first batch, so an error before it prints nothing else
+    # shown after 1 s, so an error before the first batch prints nothing else
+    bar = tqdm(total=0, unit="clip", desc="evaluating", leave=False, dynamic_ncols=True, delay=1)
 
     def on_batch(done, total):
-        if not bars:
-            bars.append(tqdm(unit="clip", desc="evaluating", leave=False, dynamic_ncols=True))
-        bars[0].total, bars[0].n = total, done
-        bars[0].refresh()
+        bar.total = total
+        bar.n = done
+        bar.refresh()
 
     report = evaluate(args.model, data=args.data, split=args.split, views=args.views,
                       temporal_check=args.temporal_check, out=out, device=args.device, precision=args.precision,
                       batch_size=args.batch_size, workers=args.workers, fast=not args.eager, on_batch=on_batch,
                       on_failure=lambda vid, reason: tqdm.write(f"warning: skipped {vid}: {reason}"))
-    for bar in bars:
-        bar.close()
+    bar.close()
     v = report["video"]
     print(f"{report['evaluated_videos']}/{report['num_videos']} videos, views {report['views']}")
     if "clip" in report:
@@ -329,7 +328,6 @@ def _run_eval(args: argparse.Namespace) -> int:
         print(f"{len(report['failures'])} video(s) failed to decode (listed in report.json)")
     print(f"report: {out}/report.json")
     return EXIT_SOME_FAILED if report["failures"] else 0
-
 
 
 # -------------------------------------------------------------------------------------------- predict
@@ -428,8 +426,9 @@ def _run_ablate(args: argparse.Namespace) -> int:
             res["shuffled_top1"] = r["temporal_check"]["shuffled"]["top1"]
         return res
 
-    rows = run_ablation(base, grid, seeds=args.seeds, out=out, train_fn=lambda cfg: train(cfg, overwrite=args.overwrite, hooks=hooks),
-                        eval_fn=eval_fn, on_run=lambda name, seed, r: print(f"{name} seed {seed}: {r}"))
+    rows = run_ablation(base, grid, seeds=args.seeds, out=out,
+                        train_fn=lambda cfg: train(cfg, overwrite=args.overwrite, hooks=hooks), eval_fn=eval_fn,
+                        on_run=lambda name, seed, r: print(f"{name} seed {seed}: {r}"))
     print(markdown_table(table_rows(rows)))
     print(f"written: {out}/ablation.md, {out}/ablation.csv")
     return 0
@@ -570,12 +569,11 @@ def main(argv: list[str] | None = None) -> int:
         print("error: " + " ".join(line.strip() for line in str(e).splitlines() if line.strip()), file=sys.stderr)
         return e.exit_code
     except Exception:  # a bug: show everything, and say so
-        import platform
         import traceback
 
         traceback.print_exc()
-        print(f"error: this is a bug in actionbert, not a problem with your input: please report it with the command "
-              f"and the traceback above (Python {platform.python_version()})", file=sys.stderr)
+        print("error: this is a bug in actionbert, not a problem with your input: please report it with the command "
+              "and the traceback above", file=sys.stderr)
         return EXIT_BUG
 
 

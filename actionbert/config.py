@@ -322,6 +322,8 @@ def transform_resize(resize, keep_aspect: bool):
 #: state (train.out: the run folder may have been moved).
 RESUME_CHANGEABLE = ("train.epochs", "train.early_stopping", "train.device", "train.dist_timeout_s",
                      "data.num_workers", "train.out")
+#: Settings only a run's start uses (its weights then come from last.pt): the run's own values are kept.
+RESUME_IGNORED = ("train.pretrained", "train.pretrained_source")
 
 
 def _flat(cfg: RunConfig) -> dict[str, Any]:
@@ -332,11 +334,13 @@ def resume_config(saved: RunConfig, requested: RunConfig) -> tuple[RunConfig, li
     """The config a resumed run continues with: the run's own (`saved`, from its last.pt) with the changes
     `requested` makes to `RESUME_CHANGEABLE` settings.
 
-    Returns (config, the applied changes as "key old -> new"). Raises `ConfigError` listing the requested
-    changes a resumed run cannot honour (model, data, optimisation: they would make it another run).
+    Returns (config, what was applied or kept, in words). Raises `ConfigError` listing the requested changes a
+    resumed run cannot honour (model, data, optimisation: they would make it another run).
     """
     have, want = _flat(saved), _flat(resolve(requested, num_classes=saved.model.num_classes))
-    changed = [k for k in have if have[k] != want[k]]
+    changed = [k for k in have if have[k] != want[k] and k not in RESUME_IGNORED]
+    kept = [f"keeping the run's {k} {have[k]!r} (weights come from last.pt)" for k in RESUME_IGNORED
+            if have[k] != want[k]]
     refused = [k for k in changed if k not in RESUME_CHANGEABLE]
     if refused:
         shown = ", ".join(f"{k} {have[k]!r} -> {want[k]!r}" for k in refused[:6])
@@ -348,4 +352,5 @@ def resume_config(saved: RunConfig, requested: RunConfig) -> tuple[RunConfig, li
     for key in changed:
         section, name = key.split(".")
         raw[section][name] = want[key]
-    return config_from_dict(raw, where="resumed config"), [f"{k} {have[k]!r} -> {want[k]!r}" for k in changed]
+    applied = [f"applying {k} {have[k]!r} -> {want[k]!r}" for k in changed]
+    return config_from_dict(raw, where="resumed config"), applied + kept

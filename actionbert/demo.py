@@ -15,7 +15,6 @@ motion, which both heads can learn. It is a sanity check of the method on toy da
 
 from __future__ import annotations
 
-import json
 import shutil
 import time
 from dataclasses import dataclass
@@ -24,6 +23,7 @@ from typing import Callable
 
 from actionbert.ablate import markdown_table, run_ablation, table_rows
 from actionbert.config import DataConfig, ModelConfig, RunConfig, TrainConfig
+from actionbert.fileio import atomic_write_text, to_json
 
 
 @dataclass(frozen=True)
@@ -190,5 +190,5 @@ def write_report(out: Path, demo: DemoConfig, table: list[dict], evaluations: di
                   f"{report['video']['mean_class_accuracy']:.1f}%", ""]
     path = out / "REPORT.md"
     path.write_text("\n".join(lines) + "\n")
-    (out / "ablation.json").write_text(json.dumps(table, indent=2))
+    atomic_write_text(out / "ablation.json", to_json(table))
     return path

@@ -179,7 +179,7 @@ def _train(cfg: RunConfig, *, resume: bool, overwrite: bool, hooks: TrainHooks, 
         ckpt = load_checkpoint(runfolder.resume_checkpoint(run_dir), map_location="cpu")
         cfg, changes = resume_config(config_from_dict(ckpt["config"], where=str(run_dir / "last.pt")), cfg)
         if info.is_main and changes:
-            hooks.on_message("resume: applying " + "; ".join(changes))
+            hooks.on_message("resume: " + "; ".join(changes))
     runtime.seed_everything(cfg.train.seed)
     train_ds, val_ds, classes = build_datasets(cfg)
     cfg = resolve(cfg, num_classes=len(classes))

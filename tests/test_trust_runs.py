@@ -289,8 +289,10 @@ def test_resume_with_another_config_refuses_model_changes_and_applies_epochs(pre
     with pytest.raises(UsageError, match=r"--resume cannot change model.head 'tgap' -> 'bert', train.lr 0.001 -> 0.5"):
         train(other, resume=True)
     notes = []
-    result = train(with_epochs(cfg, 2), resume=True, hooks=TrainHooks(on_message=notes.append))
-    assert notes == ["resume: applying train.epochs 1 -> 2"]
+    more = dataclasses.replace(cfg, train=dataclasses.replace(cfg.train, epochs=2, pretrained="other.pt"))
+    result = train(more, resume=True, hooks=TrainHooks(on_message=notes.append))
+    assert notes == ["resume: applying train.epochs 1 -> 2; keeping the run's train.pretrained None (weights come "
+                     "from last.pt)"]
     assert [r["epoch"] for r in result.history] == [0, 1]
 
 
