@@ -299,6 +299,9 @@ def _fit(cfg: RunConfig, parts: _Parts, progress: _Progress, train_ds, val_ds, c
     infer = inference_config(parts.core, classes=classes, frame_stride=cfg.data.frame_stride, resize=cfg.data.resize,
                              keep_aspect=cfg.data.keep_aspect, norm=cfg.data.norm, hflip=cfg.data.hflip)
     has_val, total_failures = len(val_ds) > 0, 0
+    if p.start_epoch >= t.epochs and info.is_main:
+        hooks.on_message(f"the run already has {p.start_epoch} epoch(s) and train.epochs is {t.epochs}: nothing to "
+                         "train (raise --epochs to continue)")
     for epoch in range(p.start_epoch, t.epochs):
         row = _run_epoch(epoch, parts, train_loader, val_loader if has_val else None, cfg, device, info, hooks)
         total_failures += row["failures"]
