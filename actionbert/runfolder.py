@@ -22,7 +22,7 @@ from typing import Any, Iterator
 
 from actionbert.checkpoint import CheckpointError, load_checkpoint, save_checkpoint
 from actionbert.config import TrainConfig, apply_override
-from actionbert.errors import MissingFileError, UsageError
+from actionbert.errors import MissingFileError, StorageError, UsageError
 from actionbert.fileio import stale_temporaries
 
 try:
@@ -94,10 +94,17 @@ def claim(run_dir: str | Path, *, resume: bool, overwrite: bool) -> Iterator[lis
     the lock, then refuses (a new run into a folder that holds one, without `overwrite`) or clears it.
     """
     run_dir = Path(run_dir)
+    if (run_dir / "prepare.json").is_file() or (run_dir / "train.csv").is_file():
+        raise RunFolderError(f"{run_dir} is a prepared dataset folder, not a run folder; choose another folder "
+                             "with --out")
     created = not run_dir.exists()
-    run_dir.mkdir(parents=True, exist_ok=True)
     notes: list[str] = []
-    fd = _lock(run_dir, notes)
+    try:
+        run_dir.mkdir(parents=True, exist_ok=True)
+        fd = _lock(run_dir, notes)
+    except OSError as e:
+        raise StorageError(f"{run_dir}: cannot use as the run folder ({e.strerror or e}); choose another folder "
+                           "with --out") from None
     ok = False
     try:
         if not resume:

@@ -10,6 +10,7 @@ from __future__ import annotations
 import csv
 import dataclasses
 import json
+import os
 import re
 import shutil
 import subprocess
@@ -106,26 +107,41 @@ def test_a_second_train_never_replaces_a_run_and_overwrite_clears_all_of_it(prep
     assert load_checkpoint(run / "last.pt")["config"]["train"]["seed"] == 1
     assert load_checkpoint(run / "best.pt")["config"]["train"]["seed"] == 1
     assert (run / "my_notes.txt").read_text() == "mine"  # not a run file: left alone
+    with pytest.raises(UsageError, match="is a prepared dataset folder, not a run folder"):
+        train(tiny(prepared, prepared), overwrite=True)  # --out pointing at the data is never cleared
+    assert (prepared / "classes.txt").is_file()
+
+
+# holds the lock as a training process does: an exclusive flock on the lock file, with its pid inside
+HOLD_LOCK = """
+import fcntl, os, sys, time
+fd = os.open(sys.argv[1], os.O_RDWR | os.O_CREAT)
+fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+os.write(fd, f"{os.getpid()}\\n".encode())
+print("ready", flush=True)
+time.sleep(120)
+"""
 
 
 def test_a_run_folder_in_use_by_another_process_is_refused_with_its_pid(prepared, tmp_path):
     from actionbert.errors import UsageError
+    from actionbert.runfolder import LOCK_NAME, claim
 
     run = tmp_path / "busy"
-    holder = subprocess.Popen(
-        [sys.executable, "-c", "import sys, time\nfrom actionbert.runfolder import claim\n"
-                               "with claim(sys.argv[1], resume=False, overwrite=False):\n"
-                               "    print('ready', flush=True)\n    time.sleep(120)\n", str(run)],
-        stdout=subprocess.PIPE, text=True)
+    run.mkdir()
+    holder = subprocess.Popen([sys.executable, "-c", HOLD_LOCK, str(run / LOCK_NAME)], stdout=subprocess.PIPE,
+                              text=True)
     try:
         assert holder.stdout.readline().strip() == "ready"
         with pytest.raises(UsageError, match=rf"in use by another actionbert process \(pid {holder.pid}\)"):
             train(tiny(prepared, run))
-        assert not (run / "last.pt").exists()
+        assert sorted(p.name for p in run.iterdir()) == [LOCK_NAME]  # nothing written
     finally:
         holder.kill()
         holder.wait()
-    assert train(tiny(prepared, run)).run_dir == run  # the lock went with its process
+    with claim(run, resume=False, overwrite=False):  # the lock went with its process; now this one holds it
+        with pytest.raises(UsageError, match=rf"pid {os.getpid()}"):
+            train(tiny(prepared, run))
 
 
 # ------------------------------------------------------------------------------------ 2: kill-safe pair
