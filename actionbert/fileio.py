@@ -41,7 +41,7 @@ def atomic_write(path: str | Path, write: Callable[[str], Any], *, suffix: str =
     except (OSError, RuntimeError) as e:
         Path(tmp).unlink(missing_ok=True)
         storage = storage_error(path, e)
-        if storage is None:
+        if storage is None or storage is e:
             raise
         raise storage from e
     except BaseException:
