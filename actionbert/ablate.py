@@ -30,6 +30,7 @@ from torch.utils.flop_counter import FlopCounterMode
 from actionbert import compare
 from actionbert.config import (SECTIONS, ConfigError, RunConfig, apply_override, config_from_dict, config_to_dict,
                                load_config)
+from actionbert.errors import DataError
 from actionbert.models import VideoClassifier, count_parameters
 
 
@@ -123,6 +124,9 @@ def run_ablation(base: RunConfig, grid: dict[str, list[Any]], *, seeds: int, out
             result = train_fn(cfg)
             seconds = time.perf_counter() - t0
             evaluated = eval_fn(result.run_dir, cfg) if eval_fn else {"top1": result.best_top1}
+            if evaluated["top1"] is None:
+                raise DataError(f"{result.run_dir}: no validation top-1 (no validation videos could be evaluated); "
+                                "an ablation compares validation results: prepare the data with a validation split")
             if "predictions" in evaluated:  # kept per run for the paired comparisons, not tabulated
                 row.predictions.append(evaluated["predictions"])
                 evaluated = {key: v for key, v in evaluated.items() if key != "predictions"}

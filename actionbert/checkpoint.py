@@ -11,9 +11,7 @@ Two formats:
 from __future__ import annotations
 
 import json
-import os
 import pickle
-import tempfile
 from dataclasses import asdict
 from pathlib import Path
 from typing import Any
@@ -21,41 +19,15 @@ from typing import Any
 import torch
 from safetensors.torch import load_file, save_file
 
+from actionbert.errors import DataError
+from actionbert.fileio import atomic_write, atomic_write_text, to_json
 from actionbert.models import ModelConfig, VideoClassifier
 
 FORMAT_VERSION = 1
 
 
-class CheckpointError(RuntimeError):
+class CheckpointError(DataError, RuntimeError):
     """A checkpoint or model folder that cannot be read safely or does not fit."""
-
-
-def atomic_write(path: str | Path, write, *, suffix: str = ".tmp") -> Path:
-    """Call `write(tmp_path)` then rename into place, so a crash never leaves a half-written file.
-
-    `suffix` ends the temporary name (some writers insist on an extension, e.g. `.pt2`). The file gets the
-    usual permissions (0666 minus the umask), not mkstemp's owner-only 0600.
-    """
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=suffix, dir=path.parent)
-    os.close(fd)
-    try:
-        os.chmod(tmp, 0o666 & ~_umask())
-        write(tmp)
-        with open(tmp, "rb") as f:
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-    return path
-
-
-def _umask() -> int:
-    mask = os.umask(0)
-    os.umask(mask)
-    return mask
 
 
 def save_checkpoint(path: str | Path, state: dict[str, Any]) -> Path:
@@ -79,7 +51,7 @@ def load_checkpoint(path: str | Path, *, map_location: str | torch.device = "cpu
                 "values are accepted (nothing from this file was executed)."
             ) from None
         raise CheckpointError(f"{path}: refused to load: not a checkpoint of plain tensors/values ({detail})") from None
-    except (RuntimeError, EOFError, ValueError, OSError) as e:
+    except Exception as e:  # noqa: BLE001 - arbitrary bytes fail anywhere in torch's reader (struct.error, ...)
         first = (str(e).strip().splitlines() or [""])[0]
         raise CheckpointError(f"{path}: not a readable PyTorch checkpoint ({first or type(e).__name__})") from None
 
@@ -124,7 +96,7 @@ def save_pretrained(model: VideoClassifier, folder: str | Path, *, info: dict[st
     folder.mkdir(parents=True, exist_ok=True)
     tensors = {k: v.detach().cpu().contiguous() for k, v in model.state_dict().items()}
     atomic_write(folder / "model.safetensors", lambda tmp: save_file(tensors, tmp, metadata={"format": "actionbert"}))
-    atomic_write(folder / "config.json", lambda tmp: Path(tmp).write_text(json.dumps(info, indent=2)))
+    atomic_write_text(folder / "config.json", to_json(info))
     return folder
 
 
@@ -182,6 +154,7 @@ def load_exact(model: torch.nn.Module, state: dict[str, torch.Tensor], *, where:
 def load_model(path: str | Path, *, map_location: str | torch.device = "cpu") -> tuple[VideoClassifier, dict]:
     """Load a model for inference from a training checkpoint (`.pt`) or an `actionbert` model folder."""
     path = Path(path)
+    _refuse_swapped(path)
     if path.is_dir():
         return from_pretrained(path, map_location=map_location)
     ckpt = load_checkpoint(path, map_location=map_location)
@@ -285,3 +258,13 @@ def _same_kind(got: torch.dtype, needed: torch.dtype) -> bool:
     if needed == torch.bool or got == torch.bool:
         return got == needed
     return not got.is_floating_point and not got.is_complex
+def _refuse_swapped(path: Path) -> None:
+    """A video or a prepared dataset given where the model goes: say so (the arguments were likely swapped)."""
+    from actionbert.data.decode import VIDEO_EXTENSIONS, is_frame_folder
+
+    if path.suffix.lower() in VIDEO_EXTENSIONS or is_frame_folder(path):
+        raise CheckpointError(f"{path}: a video, not a model (a .pt checkpoint or a model folder); were the "
+                              "arguments swapped? The model comes first")
+    if (path / "classes.txt").is_file() and not (path / "config.json").is_file():
+        raise CheckpointError(f"{path}: a prepared dataset, not a model; were the arguments swapped? Give the model "
+                              "first and the dataset with --data")

@@ -11,6 +11,7 @@ import argparse
 import sys
 
 from actionbert.precisions import INFERENCE_PRECISIONS, TRAIN_PRECISIONS
+from actionbert.errors import EXIT_BUG, EXIT_ERROR, EXIT_SOME_FAILED, ActionbertError
 
 
 # --------------------------------------------------------------------------------------------- models
@@ -37,7 +38,11 @@ def _args_train(p: argparse.ArgumentParser) -> None:
     p.add_argument("config", nargs="?", help="YAML config (model/data/train sections); defaults if omitted")
     p.add_argument("--set", dest="overrides", action="append", default=[], metavar="SECTION.KEY=VALUE",
                    help="override a config value, e.g. --set model.head=tgap --set train.epochs=10")
-    p.add_argument("--resume", action="store_true", help="continue the run in train.out from its last.pt")
+    start = p.add_mutually_exclusive_group()
+    start.add_argument("--resume", action="store_true", help="continue the run in train.out from its last.pt "
+                                                             "(without CONFIG: with the run's own config)")
+    start.add_argument("--overwrite", action="store_true", help="replace the run in train.out (deletes its "
+                                                                "checkpoints, metrics, TensorBoard logs, eval_*)")
     p.add_argument("--out", help="run folder (train.out)")
     p.add_argument("--data", help="prepared dataset folder (data.root)")
     p.add_argument("--precision", choices=TRAIN_PRECISIONS, help="train.precision")
@@ -66,6 +71,7 @@ def _run_train(args: argparse.Namespace) -> int:
     from actionbert.checkpoint import CheckpointError
     from actionbert.config import load_config
     from actionbert.hub import resolve
+    from actionbert.runfolder import saved_config
     from actionbert.train import train
     from actionbert.weights import named_entry
 
@@ -73,20 +79,25 @@ def _run_train(args: argparse.Namespace) -> int:
         "out": "train.out", "data": "data.root", "precision": "train.precision", "device": "train.device",
         "epochs": "train.epochs", "pretrained": "train.pretrained", "pretrained_source": "train.pretrained_source",
         "sync_bn": "train.sync_bn"})
-    cfg = load_config(args.config, overrides)
+    if args.resume and not args.config:  # the run's own config, changed only by the options given
+        last, base = saved_config(overrides)
+        cfg = load_config(None, overrides, base=base, base_name=str(last))
+    else:
+        cfg = load_config(args.config, overrides)
     main_process = os.environ.get("RANK", "0") == "0"
     hooks = _progress_hooks(quiet=args.quiet or not main_process)
     try:
         if cfg.train.pretrained and not args.resume and main_process:  # a named file: checked, downloaded here
             named_entry(cfg.train.pretrained, backbone=cfg.model.backbone, source=cfg.train.pretrained_source)
             resolve(cfg.train.pretrained, progress=not args.quiet)
-        result = train(cfg, resume=args.resume, hooks=hooks)
+        result = train(cfg, resume=args.resume, overwrite=args.overwrite, hooks=hooks)
     except CheckpointError as e:  # weights that cannot be fetched, read or loaded: one line
         print(f"error: {e}", file=sys.stderr)
-        return 2
+        return EXIT_ERROR
     if main_process:
-        print(f"best val top-1 {result.best_top1:.2f}% at epoch {result.best_epoch}; "
-              f"{result.failures} clip(s) failed to decode; run folder {result.run_dir}")
+        best = (f"best val top-1 {result.best_top1:.2f}% at epoch {result.best_epoch}" if result.best_top1 is not None
+                else f"no validation data: best.pt is the last epoch ({result.best_epoch})")
+        print(f"{best}; {result.failures} clip(s) failed to decode; run folder {result.run_dir}")
     return 0
 
 
@@ -114,8 +125,10 @@ def _progress_hooks(*, quiet: bool):
         if bar is not None:
             bar.close()
         if not quiet:
+            val = "no val" if row["val_top1"] is None else \
+                f"val loss {row['val_loss']:.4f} top-1 {row['val_top1']:5.1f}"
             print(f"epoch {row['epoch']:3d}  train loss {row['train_loss']:.4f} top-1 {row['train_top1']:5.1f}  "
-                  f"val loss {row['val_loss']:.4f} top-1 {row['val_top1']:5.1f}  lr {row['lr']:.2e}  "
+                  f"{val}  lr {row['lr']:.2e}  "
                   f"{row['clips_per_s']:.1f} clips/s  failures {row['failures']}", flush=True)
 
     def failure(video_id, reason):
@@ -295,7 +308,8 @@ def _run_eval(args: argparse.Namespace) -> int:
     from actionbert.evaluate import evaluate
 
     out = args.out or str(Path(args.model).parent / f"eval_{args.split}")
-    bar = tqdm(total=0, unit="clip", desc="evaluating", leave=False, dynamic_ncols=True)
+    # shown after 1 s, so an error before the first batch prints nothing else
+    bar = tqdm(total=0, unit="clip", desc="evaluating", leave=False, dynamic_ncols=True, delay=1)
 
     def on_batch(done, total):
         bar.total = total
@@ -316,10 +330,12 @@ def _run_eval(args: argparse.Namespace) -> int:
     if tc:
         print(f"temporal check: original {tc['original']['top1']:.2f}%  reversed {tc['reversed']['top1']:.2f}%  "
               f"shuffled {tc['shuffled']['top1']:.2f}%  order dependence {tc['order_dependence']:+.2f} points")
+    if "clip" not in report:
+        print("no video could be evaluated")
     if report["failures"]:
         print(f"{len(report['failures'])} video(s) failed to decode (listed in report.json)")
     print(f"report: {out}/report.json")
-    return 0
+    return EXIT_SOME_FAILED if report["failures"] else 0
 
 
 # -------------------------------------------------------------------------------------------- predict
@@ -431,6 +447,7 @@ def _args_ablate(p: argparse.ArgumentParser) -> None:
     p.add_argument("--out", help="folder for the runs and ablation.md/csv (default: <train.out>/ablation)")
     p.add_argument("--views", default="all", help="evaluation views of each best checkpoint (see eval)")
     p.add_argument("--temporal-check", action="store_true")
+    p.add_argument("--overwrite", action="store_true", help="replace runs an earlier ablation left in --out")
     p.add_argument("--quiet", action="store_true")
 
 
@@ -455,8 +472,8 @@ def _run_ablate(args: argparse.Namespace) -> int:
             res["shuffled_top1"] = r["temporal_check"]["shuffled"]["top1"]
         return res
 
-    run_ablation(base, grid, seeds=args.seeds, out=out, train_fn=lambda cfg: train(cfg, hooks=hooks),
-                 eval_fn=eval_fn, on_run=lambda name, seed, r: print(f"{name} seed {seed}: {r}"))
+    run_ablation(base, grid, seeds=args.seeds, out=out,
+                 train_fn=lambda cfg: train(cfg, overwrite=args.overwrite, hooks=hooks), eval_fn=eval_fn, on_run=lambda name, seed, r: print(f"{name} seed {seed}: {r}"))
     print((out / "ablation.md").read_text().strip())  # the table, then the paired comparisons and verdicts
     print(f"written: {out}/ablation.md, {out}/ablation.csv, {out}/ablation.json")
     return 0
@@ -514,7 +531,6 @@ def _run_convert(args: argparse.Namespace) -> int:
 
     from actionbert.checkpoint import CheckpointError
     from actionbert.convert import convert_weights
-    from actionbert.hub import PretrainedError
 
     classes = None
     if args.classes:
@@ -526,7 +542,7 @@ def _run_convert(args: argparse.Namespace) -> int:
                                          progress=not args.quiet)
     except (CheckpointError, ValueError) as e:
         print(f"error: {e}", file=sys.stderr)
-        return 2 if isinstance(e, PretrainedError) else 1
+        return EXIT_ERROR
     print(report.summary())
     cfg = json.loads((folder / "config.json").read_text())
     m = cfg["model"]
@@ -555,7 +571,7 @@ def _run_export(args: argparse.Namespace) -> int:
                               input_size=info.get("input_size"), batch=args.batch)
     except (CheckpointError, ExportCheckError, ValueError) as e:
         print(f"error: {e}", file=sys.stderr)
-        return 1
+        return EXIT_ERROR
     c, t, h, w = result.clip_shape
     print(f"exported {args.format} to {result.path}: input (B, {c}, {t}, {h}, {w}), dynamic B")
     print(f"max abs difference vs eager PyTorch (B in {result.batches}): {result.max_abs_diff:.3g} "
@@ -592,7 +608,24 @@ COMPUTE_COMMANDS = ("train", "eval", "predict", "ablate", "demo")
 
 
 def main(argv: list[str] | None = None) -> int:
+    """Run a command. Exit codes: 0 all good, 1 some inputs failed (the rest was done), 2 an expected error
+    (usage, data, disk; one `error:` line, argparse's own usage errors too), 3 a bug (traceback)."""
     args = build_parser().parse_args(argv)
+    try:
+        return _dispatch(args)
+    except ActionbertError as e:
+        print("error: " + " ".join(line.strip() for line in str(e).splitlines() if line.strip()), file=sys.stderr)
+        return e.exit_code
+    except Exception:  # a bug: show everything, and say so
+        import traceback
+
+        traceback.print_exc()
+        print("error: this is a bug in actionbert, not a problem with your input: please report it with the command "
+              "and the traceback above", file=sys.stderr)
+        return EXIT_BUG
+
+
+def _dispatch(args: argparse.Namespace) -> int:
     _, run, _ = COMMANDS[args.command]
     if args.command in COMPUTE_COMMANDS:
         import logging

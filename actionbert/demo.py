@@ -17,8 +17,6 @@ motion, which both heads can learn. It is a sanity check of the method on toy da
 from __future__ import annotations
 
 import dataclasses
-
-import json
 import shutil
 import time
 from dataclasses import dataclass
@@ -29,6 +27,7 @@ from actionbert.ablate import (AblationRow, comparisons_markdown, grid_compariso
                                table_rows)
 from actionbert.compare import METHOD_NOTE
 from actionbert.config import DataConfig, ModelConfig, RunConfig, TrainConfig
+from actionbert.fileio import atomic_write_text, to_json
 
 
 @dataclass(frozen=True)
@@ -244,7 +243,7 @@ def write_report(out: Path, demo: DemoConfig, table: list[dict], evaluations: di
     path.write_text("\n".join(lines) + "\n")
     groups = {name: group for name, group in comparisons.items() if name != "all classes"}
     everything = comparisons.get("all classes", {"comparisons": [], "not_compared": []})
-    (out / "ablation.json").write_text(json.dumps(
+    atomic_write_text(out / "ablation.json", to_json(
         {"table": table, "comparisons": everything["comparisons"], "not_compared": everything["not_compared"],
-         "class_groups": groups}, indent=2))
+         "class_groups": groups}))
     return path

@@ -20,8 +20,6 @@ from __future__ import annotations
 
 import csv
 import functools
-import json
-import math
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable
@@ -32,6 +30,8 @@ from torch.utils.data import DataLoader, Subset
 from actionbert import runtime
 from actionbert.checkpoint import CheckpointError, load_model
 from actionbert.config import transform_resize
+from actionbert.errors import UsageError
+from actionbert.fileio import atomic_write_text, to_json
 from actionbert.metrics import classification_report, topk_accuracy
 
 ORDERS = ("original", "reversed", "shuffled")
@@ -50,9 +50,9 @@ class Views:
         try:
             views = Views(int(c), int(v))
         except ValueError:
-            raise ValueError(f"views {text!r}: expected 'all' or CLIPSxCROPS such as 1x1, 3x10, 0x10") from None
+            raise UsageError(f"views {text!r}: expected 'all' or CLIPSxCROPS such as 1x1, 3x10, 0x10") from None
         if views.crops not in (1, 5, 10) or views.clips < 0:
-            raise ValueError(f"views {text!r}: crops must be 1, 5 or 10 and clips >= 0 (0 = all windows)")
+            raise UsageError(f"views {text!r}: crops must be 1, 5 or 10 and clips >= 0 (0 = all windows)")
         return views
 
 
@@ -82,94 +82,130 @@ def evaluate(model_path: str | Path, *, data: str | Path, split: str = "val", vi
         batch_size: test items (windows) per forward pass; each carries all its crops.
         fast: evaluate the prepared inference copy (BatchNorm folded, channels-last, compiled where it pays).
     """
+    from actionbert.data import load_split
     from actionbert.inference import prepare_for_inference
-    from actionbert.data import VideoClipDataset, collate_clips, eval_transform, load_split, ten_crop_transform
 
+    v = Views.parse(views)
     dev = runtime.select_device(device)
     model, info = load_model(model_path, map_location="cpu")
-    model = prepare_for_inference(model, precision=precision, device=dev) if fast else model.to(dev).eval()
     samples, classes = load_split(data, split)
+    model = prepare_for_inference(model, precision=precision, device=dev) if fast else model.to(dev).eval()
     if list(classes) != list(info["classes"]):
         raise CheckpointError(f"{model_path}: trained on classes {info['classes']} but {data} has {classes}")
-    v = Views.parse(views)
     notes = []
     if v.crops == 10 and info.get("hflip", 0.5) == 0:
         v = Views(v.clips, 5)
         notes.append("trained without horizontal flips: mirrored views left out (5 crops)")
+    loader = _test_loader(samples, info, v, seed=seed, batch_size=batch_size, workers=workers, device=dev)
+    orders = ORDERS if temporal_check else ORDERS[:1]
+    gen = torch.Generator().manual_seed(seed)
+    shuffle = torch.randperm(info["clip_len"], generator=gen)
+    scores = _Scores(orders)
+    with torch.inference_mode():
+        for batch in loader:
+            scores.add(batch, model, shuffle=shuffle, device=dev, precision="fp32" if fast else precision,
+                       on_failure=on_failure)  # the prepared (fast) copy autocasts itself
+            on_batch(scores.done, len(loader.dataset))
+    failed_ids = {f["video_id"] for f in scores.failures}
+    ids = [s.video_id for s in samples if s.video_id in scores.labels and s.video_id not in failed_ids]
+    report: dict = {
+        "model": str(model_path), "data": str(data), "split": split, "classes": list(classes),
+        "views": {"clips_per_video": v.clips or "all", "crops": v.crops,
+                  "mean_views_per_video": (sum(scores.views[i] for i in ids) / len(ids)) if ids else 0},
+        "num_videos": len(samples), "evaluated_videos": len(ids),
+        "failures": _per_video(scores.failures),
+        "notes": notes,
+    }
+    if not ids:
+        report["video"] = {"top1": None, "mean_class_accuracy": None}  # undefined: null, never NaN
+        report["note"] = "no video could be evaluated"
+    else:
+        report.update(scores.metrics(ids, classes, temporal_check=temporal_check, shuffle=shuffle))
+    if out is not None:
+        write_report(report, Path(out))
+    return report
+
+
+def _test_loader(samples, info: dict, v: Views, *, seed: int, batch_size: int, workers: int,
+                 device: torch.device) -> DataLoader:
+    """The chosen test windows of `samples`, each item carrying its `v.crops` views."""
+    from actionbert.data import VideoClipDataset, collate_clips, eval_transform, ten_crop_transform
+
     look = dict(resize=transform_resize(info["resize"], info.get("keep_aspect", False)),
                 crop_size=info["input_size"], norm=info["norm"])
     transform = eval_transform(**look) if v.crops == 1 else _first_views(ten_crop_transform(**look), v.crops)
     dataset = VideoClipDataset(samples, clip_len=info["clip_len"], mode="test", frame_stride=info["frame_stride"],
                                transform=transform, seed=seed)
     chosen = [i for i, (s, k, count) in enumerate(dataset.items) if k in select_windows(count, v.clips)]
-    loader = DataLoader(Subset(dataset, chosen), batch_size=batch_size, shuffle=False, num_workers=workers,
-                        collate_fn=collate_clips, pin_memory=dev.type == "cuda")
-    orders = ORDERS if temporal_check else ORDERS[:1]
-    gen = torch.Generator().manual_seed(seed)
-    shuffle = torch.randperm(info["clip_len"], generator=gen)
-    video_sum: dict[str, dict[str, torch.Tensor]] = {o: {} for o in orders}
-    video_views: dict[str, int] = {}
-    clip_logits: dict[str, list[torch.Tensor]] = {o: [] for o in orders}
-    clip_labels: list[int] = []
-    labels: dict[str, int] = {}
-    failures: list[dict] = []
-    done = 0
-    with torch.inference_mode():
-        for batch in loader:
-            for vid, reason in batch["failures"]:
-                failures.append({"video_id": vid, "reason": reason})
-                on_failure(vid, reason)
-            done += len(batch["video_id"]) + len(batch["failures"])
-            on_batch(done, len(chosen))
-            if batch["video"] is None:
-                continue
-            x = batch["video"]  # (B, V, 3, T, S, S)
-            B, V = x.shape[:2]
-            flat = x.flatten(0, 1)  # (B*V, 3, T, S, S)
-            for order in orders:
-                clip = {"original": flat, "reversed": flat.flip(2), "shuffled": flat[:, :, shuffle]}[order]
-                with runtime.autocast(dev, "fp32" if fast else precision):  # the prepared copy autocasts itself
-                    logits = model(clip.to(dev)).float().cpu().view(B, V, -1)  # (B, V, K)
-                clip_logits[order].append(logits.mean(dim=1))  # (B, K): mean over crops
-                for i, vid in enumerate(batch["video_id"]):
-                    acc = video_sum[order]
-                    acc[vid] = acc.get(vid, 0) + logits[i].sum(dim=0)
+    return DataLoader(Subset(dataset, chosen), batch_size=batch_size, shuffle=False, num_workers=workers,
+                      collate_fn=collate_clips, pin_memory=device.type == "cuda")
+
+
+class _Scores:
+    """Logits summed per video and kept per clip, for each frame order, as batches come in."""
+
+    def __init__(self, orders: tuple[str, ...]):
+        self.orders = orders
+        self.video_sum: dict[str, dict[str, torch.Tensor]] = {o: {} for o in orders}
+        self.views: dict[str, int] = {}
+        self.clip_logits: dict[str, list[torch.Tensor]] = {o: [] for o in orders}
+        self.clip_labels: list[int] = []
+        self.labels: dict[str, int] = {}
+        self.failures: list[dict] = []
+        self.done = 0
+
+    def add(self, batch: dict, model, *, shuffle: torch.Tensor, device: torch.device, precision: str,
+            on_failure: Callable[[str, str], None]) -> None:
+        for vid, reason in batch["failures"]:
+            self.failures.append({"video_id": vid, "reason": reason})
+            on_failure(vid, reason)
+        self.done += len(batch["video_id"]) + len(batch["failures"])
+        if batch["video"] is None:
+            return
+        x = batch["video"]  # (B, V, 3, T, S, S)
+        B, V = x.shape[:2]
+        flat = x.flatten(0, 1)  # (B*V, 3, T, S, S)
+        for order in self.orders:
+            clip = {"original": flat, "reversed": flat.flip(2), "shuffled": flat[:, :, shuffle]}[order]
+            with runtime.autocast(device, precision):
+                logits = model(clip.to(device)).float().cpu().view(B, V, -1)  # (B, V, K)
+            self.clip_logits[order].append(logits.mean(dim=1))  # (B, K): mean over crops
             for i, vid in enumerate(batch["video_id"]):
-                video_views[vid] = video_views.get(vid, 0) + V
-                labels[vid] = int(batch["label"][i])
-                clip_labels.append(int(batch["label"][i]))
-    failed_ids = {f["video_id"] for f in failures}
-    ids = [s.video_id for s in samples if s.video_id in labels and s.video_id not in failed_ids]
-    y = torch.tensor([labels[i] for i in ids], dtype=torch.long)
-    report: dict = {
-        "model": str(model_path), "data": str(data), "split": split, "classes": list(classes),
-        "views": {"clips_per_video": v.clips or "all", "crops": v.crops,
-                  "mean_views_per_video": (sum(video_views[i] for i in ids) / len(ids)) if ids else 0},
-        "num_videos": len(samples), "evaluated_videos": len(ids),
-        "failures": failures,
-        "notes": notes,
-    }
-    if not ids:
-        report["video"] = {"top1": math.nan, "mean_class_accuracy": math.nan}
-        report["note"] = "no video could be evaluated"
-    else:
-        per_video = {o: torch.stack([video_sum[o][i] / video_views[i] for i in ids]) for o in orders}
-        report["video"] = classification_report(per_video["original"], y, classes)
-        cl = torch.tensor(clip_labels, dtype=torch.long)
-        report["clip"] = {"num_clips": int(cl.numel()),
-                          "top1": topk_accuracy(torch.cat(clip_logits["original"]), cl, 1)}
+                acc = self.video_sum[order]
+                acc[vid] = acc.get(vid, 0) + logits[i].sum(dim=0)
+        for i, vid in enumerate(batch["video_id"]):
+            self.views[vid] = self.views.get(vid, 0) + V
+            self.labels[vid] = int(batch["label"][i])
+            self.clip_labels.append(int(batch["label"][i]))
+
+    def metrics(self, ids: list[str], classes: list[str], *, temporal_check: bool, shuffle: torch.Tensor) -> dict:
+        """Video-level (mean of all views' logits) and clip-level metrics of the videos `ids`."""
+        y = torch.tensor([self.labels[i] for i in ids], dtype=torch.long)
+        per_video = {o: torch.stack([self.video_sum[o][i] / self.views[i] for i in ids]) for o in self.orders}
+        cl = torch.tensor(self.clip_labels, dtype=torch.long)
+        report = {"video": classification_report(per_video["original"], y, classes),
+                  "clip": {"num_clips": int(cl.numel()),
+                           "top1": topk_accuracy(torch.cat(self.clip_logits["original"]), cl, 1)}}
         if temporal_check:
             tc = {o: {"top1": topk_accuracy(per_video[o], y, 1),
-                      "clip_top1": topk_accuracy(torch.cat(clip_logits[o]), cl, 1)} for o in orders}
+                      "clip_top1": topk_accuracy(torch.cat(self.clip_logits[o]), cl, 1)} for o in self.orders}
             tc["order_dependence"] = tc["original"]["top1"] - tc["shuffled"]["top1"]
             tc["shuffle_permutation"] = shuffle.tolist()
             report["temporal_check"] = tc
         report["predictions"] = [
-            {"video_id": i, "label": classes[labels[i]], "predicted": classes[int(per_video["original"][j].argmax())]}
-            for j, i in enumerate(ids)]
-    if out is not None:
-        write_report(report, Path(out))
-    return report
+            {"video_id": i, "label": classes[self.labels[i]],
+             "predicted": classes[int(per_video["original"][j].argmax())]} for j, i in enumerate(ids)]
+        return report
+
+
+def _per_video(failures: list[dict]) -> list[dict]:
+    """One entry per failed video (a video fails in each of its test windows): its first reason and the
+    number of its windows that failed."""
+    out: dict[str, dict] = {}
+    for f in failures:
+        entry = out.setdefault(f["video_id"], {"video_id": f["video_id"], "reason": f["reason"], "windows": 0})
+        entry["windows"] += 1
+    return list(out.values())
 
 
 def _first_views(ten_crop, n: int):
@@ -184,7 +220,7 @@ def _take_views(frames, rng=None, *, transform, n: int) -> torch.Tensor:
 
 def write_report(report: dict, out: Path) -> None:
     out.mkdir(parents=True, exist_ok=True)
-    (out / "report.json").write_text(json.dumps(report, indent=2))
+    atomic_write_text(out / "report.json", to_json(report))
     if "confusion_matrix" not in report.get("video", {}):
         return
     classes, cm = report["classes"], report["video"]["confusion_matrix"]

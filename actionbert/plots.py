@@ -21,9 +21,9 @@ def plot_curves(rows: Sequence[dict], path: str | Path, *, title: str = "") -> P
     epochs = [int(r["epoch"]) for r in rows]
     fig, (ax_loss, ax_acc) = plt.subplots(1, 2, figsize=(10, 3.8))
     for key, style in (("train_loss", "-"), ("val_loss", "--")):
-        ax_loss.plot(epochs, [float(r[key]) for r in rows], style, marker="o", label=key)
+        ax_loss.plot(epochs, [_number(r[key]) for r in rows], style, marker="o", label=key)
     for key, style in (("train_top1", "-"), ("val_top1", "--")):
-        ax_acc.plot(epochs, [float(r[key]) for r in rows], style, marker="o", label=key)
+        ax_acc.plot(epochs, [_number(r[key]) for r in rows], style, marker="o", label=key)
     ax_loss.set(xlabel="epoch", ylabel="cross-entropy", title="loss")
     ax_acc.set(xlabel="epoch", ylabel="top-1 (%)", title="accuracy", ylim=(0, 100))
     for ax in (ax_loss, ax_acc):
@@ -33,6 +33,11 @@ def plot_curves(rows: Sequence[dict], path: str | Path, *, title: str = "") -> P
         fig.suptitle(title)
     fig.tight_layout()
     return _save(fig, path)
+
+
+def _number(value) -> float:
+    """A metric value; NaN (a gap in the curve) where it is undefined (None, empty: no validation data)."""
+    return float("nan") if value is None or value == "" else float(value)
 
 
 def plot_confusion(matrix: np.ndarray, classes: Sequence[str], path: str | Path, *, title: str = "") -> Path:

@@ -10,6 +10,7 @@ backend is NCCL on CUDA and gloo on the CPU.
 from __future__ import annotations
 
 import ctypes
+import datetime
 import os
 import platform
 import random
@@ -20,6 +21,8 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 import torch.distributed as dist
+
+from actionbert.errors import DistributedError, UsageError
 
 
 @dataclass(frozen=True)
@@ -37,15 +40,49 @@ class DistInfo:
         return self.world_size > 1
 
 
-def init_distributed(device_kind: str) -> DistInfo:
-    """Join the process group when started by torchrun (WORLD_SIZE > 1); otherwise a single process."""
+def init_distributed(device_kind: str, *, timeout_s: float | None = None) -> DistInfo:
+    """Join the process group when started by torchrun (WORLD_SIZE > 1); otherwise a single process.
+
+    `timeout_s`: how long a collective operation waits for the other processes before it fails (None: the
+    backend's default, 30 minutes for gloo).
+    """
     world = int(os.environ.get("WORLD_SIZE", "1"))
     if world <= 1:
         return DistInfo()
     if not dist.is_initialized():
-        dist.init_process_group(backend="nccl" if device_kind == "cuda" else "gloo")
+        timeout = datetime.timedelta(seconds=timeout_s) if timeout_s else None
+        dist.init_process_group(backend="nccl" if device_kind == "cuda" else "gloo", timeout=timeout)
     return DistInfo(rank=dist.get_rank(), world_size=dist.get_world_size(),
                     local_rank=int(os.environ.get("LOCAL_RANK", "0")))
+
+
+# what gloo / NCCL say when a peer does not answer in time, or went away
+_TIMEOUT_SIGNS = ("timed out", "timeout")
+_GONE_SIGNS = ("connection closed by peer", "connection reset by peer", "broken pipe", "connection refused")
+
+
+def collective_failure(error: BaseException, info: DistInfo, timeout_s: float) -> DistributedError | None:
+    """A one-line `DistributedError` for a collective operation that failed because another process stopped
+    answering (timeout) or went away; None for any other error.
+
+    torch does not say which rank stopped answering (gloo names the operation, NCCL the waiting rank), so the
+    message names the rank that waited and the timeout.
+    """
+    if not info.enabled:
+        return None
+    text = str(error).lower()
+    detail = (str(error).strip().splitlines() or [""])[0]
+    detail = detail.split("] ", 1)[-1] if detail.startswith("[") else detail  # drop gloo's source location
+    if any(s in text for s in _TIMEOUT_SIGNS):
+        return DistributedError(
+            f"rank {info.rank} of {info.world_size}: another process of this run stopped answering: a collective "
+            f"operation got no answer within train.dist_timeout_s = {timeout_s:g} s ({detail}); torch does not "
+            "say which rank, see the other processes' output (raise train.dist_timeout_s if a process is "
+            "legitimately that slow)")
+    if any(s in text for s in _GONE_SIGNS):
+        return DistributedError(f"rank {info.rank} of {info.world_size}: another process of this run went away "
+                                f"({detail}); see the other processes' output for the cause")
+    return None
 
 
 def shutdown_distributed() -> None:
@@ -57,10 +94,14 @@ def select_device(name: str = "auto", *, local_rank: int = 0) -> torch.device:
     """"auto" -> cuda:<local_rank> if CUDA is available, else cpu; otherwise the named device."""
     if name == "auto":
         name = "cuda" if torch.cuda.is_available() else "cpu"
-    device = torch.device(name)
+    try:
+        device = torch.device(name)
+    except RuntimeError:
+        raise UsageError(f"unknown device {name!r}; use auto, cpu, cuda or cuda:N") from None
     if device.type == "cuda":
         if not torch.cuda.is_available():
-            raise RuntimeError(f"device {name!r} requested but CUDA is not available on this machine")
+            raise UsageError(f"device {name!r} requested but CUDA is not available on this machine; use "
+                             "--device cpu (or auto)")
         if device.index is None:
             device = torch.device("cuda", local_rank)
         torch.cuda.set_device(device)
@@ -99,7 +140,7 @@ def autocast(device: torch.device, precision: str):
     if precision in ("fp32", "fp64"):
         return nullcontext()
     if precision == "fp16" and device.type != "cuda":
-        raise ValueError("precision fp16 needs a CUDA device; use bf16 on the CPU")
+        raise UsageError(f"precision fp16 needs a CUDA device, not {device}; use bf16 or fp32 on the CPU")
     dtype = torch.bfloat16 if precision == "bf16" else torch.float16
     return torch.autocast(device_type=device.type, dtype=dtype)
 

@@ -190,8 +190,8 @@ def test_ucf101_layout(tmp_path, video_tools):
     assert {(r["video_id"], r["label"]) for r in val} == {("ApplyEyeMakeup/v_ApplyEyeMakeup_g01_c01.avi", "0"),
                                                          ("Archery/v_Archery_g01_c01.avi", "1")}
     assert [p.kind for p in report.problems] == ["unknown_class"]  # class index 9
-    samples, _ = load_split(tmp_path / "p", "test")  # no test.csv: the official test list (val.csv)
-    assert len(samples) == 2
+    with pytest.raises(FileNotFoundError, match="no test split"):  # the official test list is val.csv
+        load_split(tmp_path / "p", "test")
 
 
 def test_hmdb51_layout(tmp_path, video_tools):

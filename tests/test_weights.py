@@ -729,7 +729,7 @@ def test_cli_convert_backbone_source_needs_architecture_and_reports_skips(tmp_pa
     path = tmp_path / "r2plus1d_tiny_kinetics.pth"
     torch.save(materialize(videoresnet_layout(**TINY_R2P1D, classes=400)), path)
     out = tmp_path / "folder"
-    assert main(["convert", str(path), "--source", "torchvision", "--out", str(out)]) == 1
+    assert main(["convert", str(path), "--source", "torchvision", "--out", str(out)]) == 2
     assert "--backbone" in capsys.readouterr().err and not out.exists()
     code = main(["convert", str(path), "--source", "torchvision", "--out", str(out), "--backbone", "r2plus1d_tiny",
                  "--head", "bert", "--num-classes", "5", "--clip-len", "16"])

@@ -42,6 +42,7 @@ from actionbert.data.cache import CACHE_DIRNAME, StaleCacheWarning, cache_file, 
 from actionbert.data.decode import VideoDecodeError, read_frames
 from actionbert.data.sampling import center_clip_indices, test_window_indices, train_clip_indices
 from actionbert.data.transforms import eval_transform, ten_crop_transform, train_transform
+from actionbert.errors import MissingFileError
 
 MODES = ("train", "val", "test")
 #: Columns of `train.csv`, `val.csv`, `test.csv` written by `prepare`, in order.
@@ -80,8 +81,8 @@ def load_split(prepared_dir: str | os.PathLike, split: str) -> tuple[list[Sample
 
     Args:
         prepared_dir: the `prepare --out` folder.
-        split: "train", "val" or "test"; "test" falls back to `val.csv` when there is no `test.csv`
-            (UCF101/HMDB51 official test lists are written as val.csv, as the reference uses them).
+        split: "train", "val" or "test" (only when `prepare` wrote a `test.csv`: UCF101/HMDB51 official test
+            lists are written as val.csv, as the reference uses them; no split is ever read in place of another).
 
     Returns:
         (samples, class names in label order). `Sample.cache` is set for videos whose cache file exists and
@@ -93,13 +94,15 @@ def load_split(prepared_dir: str | os.PathLike, split: str) -> tuple[list[Sample
         raise ValueError(f"split must be one of {MODES}, got {split!r}")
     classes_file = prepared / "classes.txt"
     if not classes_file.is_file():
-        raise FileNotFoundError(f"{classes_file}: not found; run `actionbert prepare` first")
+        raise MissingFileError(f"{classes_file}: not found; run `actionbert prepare` first")
     classes = [line.rstrip("\n") for line in classes_file.read_text(encoding="utf-8").splitlines() if line.strip()]
     csv_file = prepared / f"{split}.csv"
     if split == "test" and not csv_file.is_file():
-        csv_file = prepared / "val.csv"
+        raise MissingFileError(f"{csv_file}: no test split in {prepared} (prepare writes test.csv only when the "
+                               "input names a test set; an official UCF101/HMDB51 test list is val.csv): use "
+                               "--split val, or run prepare with --test-list")
     if not csv_file.is_file():
-        raise FileNotFoundError(f"{csv_file}: not found; run `actionbert prepare` first")
+        raise MissingFileError(f"{csv_file}: not found; run `actionbert prepare` first")
     cache_dir = prepared / CACHE_DIRNAME
     samples = []
     with open(csv_file, newline="", encoding="utf-8") as f:

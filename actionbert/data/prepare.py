@@ -60,6 +60,8 @@ from actionbert.data.labels import check_inferred_labels, empty_index_classes
 from actionbert.data.layouts import LAYOUTS, SPLITS, Entry, Listing, detect_layout, list_entries
 from actionbert.data.problems import Problem, read_problems, text_lines, write_problems
 from actionbert.data.splits import assign_splits, clip_groups, own_group, stratified_split
+from actionbert.errors import DataError
+from actionbert.fileio import atomic_write_text, to_json
 
 __all__ = ["CLIPS_CSV", "GROUP_BY", "LAYOUTS", "SPLITS", "PrepareReport", "Problem", "detect_layout",
            "prepare_dataset", "read_problems", "stratified_split"]
@@ -166,6 +168,7 @@ def prepare_dataset(data: str | os.PathLike, out: str | os.PathLike, *, layout: 
     entries = _checked_entries(listing, problems)
     if declared is None and layout in _TYPED_LABELS:
         entries = check_inferred_labels(entries, problems)  # raises on names mixed with indices
+    _require_two_classes(_class_list(listing.classes, entries), data)
     # one decoding pass per video measures it and, with `cache`, writes its cache file at the same time
     cache_dir = out / CACHE_DIRNAME if cache else None
     infos = _probe_all(entries, workers, progress, cache_dir, cache_short_side)
@@ -196,7 +199,7 @@ def prepare_dataset(data: str | os.PathLike, out: str | os.PathLike, *, layout: 
             "counts": counts, "groups": report.groups, "problems": len(problems), "skipped": report.skipped,
             "short": report.short, "with_caveats": report.with_caveats, "cache_bytes": cache_bytes,
             "seconds": report.seconds}
-    (out / "prepare.json").write_text(json.dumps(meta, indent=2, ensure_ascii=False) + "\n", encoding="utf-8")
+    atomic_write_text(out / "prepare.json", to_json(meta))
     return report
 
 
@@ -270,7 +273,7 @@ def _split_rows(usable: list[_Usable], assigned: list[str], groups: list[str],
 
 def _write_lists(out: Path, class_names: list[str], rows: dict[str, list[dict]]) -> None:
     out.mkdir(parents=True, exist_ok=True)
-    (out / "classes.txt").write_text("".join(f"{c}\n" for c in class_names), encoding="utf-8")
+    atomic_write_text(out / "classes.txt", "".join(f"{c}\n" for c in class_names))
     for split_name in SPLITS:
         if split_name != "test" or rows["test"]:
             write_split(out / f"{split_name}.csv", rows[split_name], extra_columns=("group", "caveat"))
@@ -346,6 +349,13 @@ def _probe_all(entries: list[Entry], workers: int, progress: Progress | None, ca
             if progress is not None:
                 progress(stage, done, total)
     return results
+
+
+def _require_two_classes(class_names: list[str], data: Path) -> None:
+    """Refuse a one-class dataset before anything is written: a classifier needs at least two classes."""
+    if len(class_names) == 1:
+        raise DataError(f"{data}: only one class ({class_names[0]}); classification needs at least 2 classes: add "
+                        "videos of another class (a folder per class), or declare the classes with --classes")
 
 
 def _class_list(declared: list[str] | None, entries: list[Entry]) -> list[str]:
