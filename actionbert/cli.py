@@ -308,7 +308,7 @@ def _run_eval(args: argparse.Namespace) -> int:
               f"shuffled {tc['shuffled']['top1']:.2f}%  order dependence {tc['order_dependence']:+.2f} points")
     if report["failures"]:
         print(f"{len(report['failures'])} video(s) failed to decode (listed in report.json)")
-    print(f"report: {out}/report.json")
+    print(f"report: {out}/report.json, page: {out}/report.html")
     return 0
 
 
@@ -322,6 +322,7 @@ def _args_predict(p: argparse.ArgumentParser) -> None:
     fmt.add_argument("--json", action="store_true", help="print JSON")
     fmt.add_argument("--csv", action="store_true", help="print the timeline as CSV")
     p.add_argument("--plot", help="folder for one timeline PNG per video")
+    p.add_argument("--report", help="folder for an HTML report: index.html and one self-contained page per video")
     p.add_argument("--device", default="auto")
     p.add_argument("--precision", default="fp32", choices=INFERENCE_PRECISIONS)
     p.add_argument("--batch-size", type=int, default=4)
@@ -341,12 +342,23 @@ def _run_predict(args: argparse.Namespace) -> int:
     model, info = load_model(args.model)
     predictor = Predictor(model, info, device=device, precision=args.precision, hop=args.hop,
                           batch_size=args.batch_size, fast=not args.eager)
+    page = None
+    if args.report:
+        from actionbert.report import PredictReport, ReportError
+
+        try:
+            page = PredictReport(args.report, model=args.model, predictor=predictor)
+        except ReportError as e:
+            print(f"error: {e}", file=sys.stderr)
+            return 2
     writer = None
     if args.csv:
         writer = csv.writer(sys.stdout)
         writer.writerow(["video", "start", "end", "label", "score"])
 
     def show(p):
+        if page is not None:
+            page.add(p)
         if args.plot and p.segments:
             from actionbert.plots import plot_timeline
 
@@ -370,6 +382,8 @@ def _run_predict(args: argparse.Namespace) -> int:
     results = predict_videos(predictor, args.videos, topk=args.topk, on_done=show)
     if args.json:
         print(json.dumps([r.to_dict() for r in results], indent=2))
+    if page is not None:
+        print(f"report: {page.finish()}", file=sys.stderr if args.json or args.csv else sys.stdout)
     return 1 if all(r.error and not r.topk for r in results) else 0
 
 
@@ -410,7 +424,7 @@ def _run_ablate(args: argparse.Namespace) -> int:
     rows = run_ablation(base, grid, seeds=args.seeds, out=out, train_fn=lambda cfg: train(cfg, hooks=hooks),
                         eval_fn=eval_fn, on_run=lambda name, seed, r: print(f"{name} seed {seed}: {r}"))
     print(markdown_table(table_rows(rows)))
-    print(f"written: {out}/ablation.md, {out}/ablation.csv")
+    print(f"written: {out}/ablation.md, {out}/ablation.csv, {out}/report.html")
     return 0
 
 
@@ -438,7 +452,7 @@ def _run_demo(args: argparse.Namespace) -> int:
     text = report.read_text()
     start = text.find("## Ablation")
     print(text[start:text.find("## What this shows")].strip())
-    print(f"\nreport: {report}  ({(time.perf_counter() - t0) / 60:.1f} min)")
+    print(f"\nreport: {report} and {report.with_name('report.html')}  ({(time.perf_counter() - t0) / 60:.1f} min)")
     return 0
 
 

@@ -5,7 +5,8 @@
 3. Train a tiny R(2+1)D with the TGAP head and with the BERT head, for a few seeds (`ablate`).
 4. Evaluate every best checkpoint with the paper's protocol plus the temporal check (frame-reversed and
    frame-shuffled clips).
-5. Write `REPORT.md` with the ablation table, curves and confusion matrices.
+5. Write `REPORT.md` with the ablation table, curves and confusion matrices, and the same as one self-contained
+   page, `report.html`.
 
 What it shows: some synthetic classes differ only in the order of two events far apart in time. Averaging the
 temporal tokens (TGAP) discards their order, while BERT sees ordered tokens with positions, so BERT should
@@ -26,6 +27,7 @@ from typing import Callable
 
 from actionbert.ablate import markdown_table, run_ablation, table_rows
 from actionbert.config import DataConfig, ModelConfig, RunConfig, TrainConfig
+from actionbert.report import write_ablation_page
 
 
 @dataclass(frozen=True)
@@ -205,5 +207,6 @@ def write_report(out: Path, demo: DemoConfig, table: list[dict], evaluations: di
                   f"{report['video']['mean_class_accuracy']:.1f}%", ""]
     path = out / "REPORT.md"
     path.write_text("\n".join(lines) + "\n")
+    write_ablation_page(out / "ablation", out / "report.html", markdown=path)
     (out / "ablation.json").write_text(json.dumps(table, indent=2))
     return path
