@@ -17,6 +17,7 @@ page that referenced anything outside itself would show it as missing.
 from __future__ import annotations
 
 import argparse
+import json
 import shutil
 import subprocess
 import sys
@@ -60,15 +61,22 @@ def main() -> int:
     p.add_argument("--epochs", type=int, default=2)
     p.add_argument("--videos-per-class", type=int, default=8)
     p.add_argument("--height", type=int, default=2000, help="window height of the screenshots (px)")
-    p.add_argument("--reuse", action="store_true", help="keep the demo, eval and predict outputs of a former run")
+    p.add_argument("--reuse", action="store_true", help="keep the demo and eval outputs of a former run in --out "
+                                                         "and only write their pages again")
     args = p.parse_args()
     out = Path(args.out)
     demo = out / "demo"
-    if not (args.reuse and (demo / "report.html").is_file()):
+    reuse = args.reuse and (demo / "REPORT.md").is_file() and (out / "eval" / "report.json").is_file()
+    if reuse:  # only the pages are written again, from the former run's files
+        from actionbert.report import write_ablation_page, write_eval_page
+
+        write_ablation_page(demo / "ablation", demo / "report.html", markdown=demo / "REPORT.md")
+        write_eval_page(json.loads((out / "eval" / "report.json").read_text()), out / "eval" / "report.html")
+    else:
         actionbert("demo", "--out", str(demo), "--seeds", str(args.seeds), "--epochs", str(args.epochs),
                    "--videos-per-class", str(args.videos_per_class), "--quiet")
     model = sorted((demo / "ablation").glob("head-bert/seed*/best.pt"))[0]
-    if not (args.reuse and (out / "eval" / "report.html").is_file()):
+    if not reuse:
         actionbert("eval", str(model), "--data", str(demo / "prepared"), "--temporal-check", "--views", "all",
                    "--out", str(out / "eval"))
     videos = out / "videos"

@@ -235,7 +235,7 @@ def test_ablation_page_from_the_run_folders(tmp_path):
                                          order=["head-tgap", "head-bert"]))
     check_self_contained(page)
     assert "<h1>Demo title</h1>" in page.text and "<code>code</code>" in page.text and "not this" not in page.text
-    assert page.tables["ablation"] == [["tgap", "70.5", "0.71", "2"], ["bert", "70.5", "0.71", "2"]]
+    assert page.tables["ablation"] == [["tgap", "70.5 \u00b1 0.71", "2"], ["bert", "70.5 \u00b1 0.71", "2"]]
 
     def cell(values):
         values = [v for v in values if v is not None]

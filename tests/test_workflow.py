@@ -358,7 +358,7 @@ def _check_demo_page(report: Path) -> None:
     check_self_contained(page)
     table = json.loads((report.parent / "ablation.json").read_text())
     assert [r[0] for r in page.tables["ablation"]] == [r["head"] for r in table] == ["tgap", "bert"]
-    assert [r[1] for r in page.tables["ablation"]] == [str(r["top1_mean"]) for r in table]
+    assert [r[1] for r in page.tables["ablation"]] == [f"{r['top1_mean']} \u00b1 {r['top1_std']}" for r in table]
     assert len(page.tables["per-class"]) == 2 and html.stat().st_size < 600_000
     for run in (report.parent / "ablation").glob("*/seed*/eval"):
         check_self_contained(read_page(run / "report.html"))

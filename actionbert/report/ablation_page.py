@@ -81,12 +81,26 @@ def _ablation_table(folder: Path) -> Markup:
         return section("Ablation", para("No ablation.csv in this folder yet."))
     with open(file, newline="") as f:
         rows = list(csv.DictReader(f))
-    headers = list(rows[0]) if rows else []
-    numeric = [i for i, h in enumerate(headers) if all(_is_number(r[h]) for r in rows)]
-    return section("Ablation", table(headers, [[r[h] for h in headers] for r in rows], id="ablation", numeric=numeric),
-                   para("One row per grid point: *_mean and *_std are the mean and standard deviation over seeds; "
-                        "top1 is the video-level top-1 (%) on the evaluated split; params and FLOPs for one clip at "
-                        "the model's input size; the same numbers as ablation.csv.", cls="small"))
+    columns = _columns(list(rows[0]) if rows else [])
+    cells = [[f"{r[k]} \u00b1 {r[std]}" if std else r[k] for k, std, _ in columns] for r in rows]
+    numeric = [i for i, (k, _, _) in enumerate(columns) if all(_is_number(r[k]) for r in rows)]
+    return section("Ablation", tag("div", table([h for _, _, h in columns], cells, id="ablation", numeric=numeric),
+                                   cls="wide"),
+                   para("One row per grid point; mean \u00b1 standard deviation over seeds; top1: video-level top-1 "
+                        "(%) on the evaluated split; params and FLOPs for one clip at the model's input size; the "
+                        "same numbers as ablation.csv.", cls="small"))
+
+
+def _columns(keys: list[str]) -> list[tuple[str, str | None, str]]:
+    """(key, key of its standard deviation or None, header): `x_mean` and `x_std` make one column `x`."""
+    columns = []
+    for k in keys:
+        base = k.removesuffix("_mean")
+        if k.endswith("_mean") and f"{base}_std" in keys:
+            columns.append((k, f"{base}_std", base))
+        elif not (k.endswith("_std") and f"{k.removesuffix('_std')}_mean" in keys):
+            columns.append((k, None, k))
+    return columns
 
 
 def _is_number(text: str) -> bool:
@@ -120,12 +134,12 @@ def _per_class(groups: Sequence[_Group]) -> Markup:
         return section("Per-class accuracy", para("No evaluation reports (eval/report.json) in the runs."))
     names = list(recall)
     rows = [[c, *(_mean_std(recall[n][0][i], recall[n][1][i]) for n in names)] for i, c in enumerate(classes)]
-    seeds = {n: len(g.evals) for g in groups for n in [g.name] if n in recall}
+    seeds = ", ".join(f"{g.name} {len(g.evals)}" for g in groups if g.name in recall)
     chart = charts.png(charts.per_class_figure(classes, recall, ylabel="recall = class accuracy (%)"))
     return section("Per-class accuracy", image(chart, mime="image/png", alt="per-class accuracy", cls="chart"),
                    para("Bars: recall of each class (the share of its videos classified correctly), mean over seeds; "
-                        "error bars: +- one standard deviation over seeds (none with one seed). Seeds: "
-                        + ", ".join(f"{n} {k}" for n, k in seeds.items()) + ".", cls="small"),
+                        "error bars: +- one standard deviation over seeds, cut at 0 and 100 (none with one seed). "
+                        f"Seeds: {seeds}.", cls="small"),
                    table(["class", *names], rows, id="per-class", numeric=list(range(1, len(names) + 1))))
 
 

@@ -26,6 +26,7 @@ import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 from matplotlib.collections import PatchCollection  # noqa: E402
 from matplotlib.patches import Rectangle  # noqa: E402
+from matplotlib.ticker import MaxNLocator  # noqa: E402
 
 # Left and right edges of the timeline's axes as fractions of the figure width: the HTML page aligns its
 # thumbnail strip to them, so a thumbnail sits above the time it shows.
@@ -55,6 +56,8 @@ def curves_figure(rows: Sequence[dict], *, title: str = ""):
     for key, style in (("train_top1", "-"), ("val_top1", "--")):
         ax_acc.plot(epochs, [float(r[key]) for r in rows], style, marker="o", label=key)
     ax_loss.set(xlabel="epoch", ylabel="cross-entropy", title="loss")
+    for ax in (ax_loss, ax_acc):
+        ax.xaxis.set_major_locator(MaxNLocator(integer=True))
     ax_acc.set(xlabel="epoch", ylabel="top-1 (%)", title="accuracy", ylim=(0, 100))
     for ax in (ax_loss, ax_acc):
         ax.grid(alpha=0.3)
@@ -80,6 +83,7 @@ def runs_curves_figure(runs: dict[str, list[list[dict]]]):
                         label=_short(group) if s == 0 else None)
     for ax, (key, label) in zip(axes, panels):
         ax.set(xlabel="epoch", title=label)
+        ax.xaxis.set_major_locator(MaxNLocator(integer=True))
         ax.grid(alpha=0.3)
         if key == "val_top1":
             ax.set_ylim(0, 100)
@@ -117,13 +121,14 @@ def confusion_figure(matrix, classes: Sequence[str], *, title: str = "", max_inc
 def per_class_figure(classes: Sequence[str], groups: dict[str, tuple[Sequence[float], Sequence[float]]], *,
                      ylabel: str = "recall (%)"):
     """Grouped bars: one group of bars per class, one bar per group name with its mean and an error bar of
-    +- the given spread (e.g. the standard deviation over seeds; 0 draws no bar)."""
+    +- the given spread (e.g. the standard deviation over seeds; 0 draws none), cut at 0 and 100."""
     k, n = len(classes), max(len(groups), 1)
     width = 0.8 / n
     fig, ax = plt.subplots(figsize=(12.8, 4.2))
     x = np.arange(k)
     for g, (name, (means, spreads)) in enumerate(groups.items()):
-        yerr = [s if s else 0.0 for s in spreads]
+        m, s = np.asarray(means, dtype=float), np.nan_to_num(np.asarray(spreads, dtype=float))
+        yerr = np.stack([np.minimum(s, m), np.minimum(s, 100 - m)])  # (2, K): below, above; NaN means stay NaN
         ax.bar(x - 0.4 + width * (g + 0.5), means, width, yerr=yerr, capsize=3, label=_short(name),
                color=plt.cm.tab10(g % 10), error_kw={"elinewidth": 1})
     ax.set_xticks(x, [_short(c, 24) for c in classes], rotation=20 if k > 6 else 0, ha="right" if k > 6 else "center",

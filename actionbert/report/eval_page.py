@@ -17,7 +17,7 @@ MAX_MISCLASSIFIED = 200  # rows with thumbnails on the page; predictions.csv lis
 
 def write_eval_page(report: dict, path: str | Path) -> Path:
     """Write the page of an `evaluate.evaluate` report dict; returns its path."""
-    name = Path(report["model"]).name
+    name = _model_name(report["model"])
     parts = [tag("h1", f"Evaluation of {name} on the {report['split']} split"),
              para(f"model {report['model']}, data {report['data']}", cls="sub"), _facts(report)]
     parts += [tag("div", n, cls="note") for n in [*report.get("notes", []), report.get("note")] if n]
@@ -28,6 +28,12 @@ def write_eval_page(report: dict, path: str | Path) -> Path:
     return write_page(path, page(f"actionbert eval: {name} ({report['split']})", *parts))
 
 
+def _model_name(path: str) -> str:
+    """A checkpoint with the run folder it belongs to (`seed0/best.pt`), a model folder by its name."""
+    p = Path(path)
+    return f"{p.parent.name}/{p.name}" if p.suffix and p.parent.name else p.name
+
+
 def pct(value) -> str:
     """A percentage as shown on the page ('-' for none or NaN)."""
     return "-" if value is None or (isinstance(value, float) and math.isnan(value)) else f"{value:.2f}%"
@@ -35,8 +41,8 @@ def pct(value) -> str:
 
 def _facts(report: dict) -> Markup:
     v = report["views"]
-    views = (f"{v['clips_per_video']} clip(s) per video x {v['crops']} crop(s), "
-             f"{v['mean_views_per_video']:.1f} views per video on average")
+    clips = "every test window" if v["clips_per_video"] == "all" else f"{v['clips_per_video']} clip(s) per video"
+    views = f"{clips} x {v['crops']} crop(s), {v['mean_views_per_video']:.1f} views per video on average"
     return facts([("videos", f"{report['evaluated_videos']} evaluated of {report['num_videos']}"),
                   ("views", views), ("classes", len(report["classes"]))])
 
@@ -74,6 +80,8 @@ def _per_class(report: dict) -> Markup:
                                                title=f"confusion matrix ({v['num_samples']} videos)"))
     return section("Per class", table(["class", "videos", "precision", "recall (class accuracy)"], rows,
                                       id="per-class", numeric=[1, 2, 3]),
+                   para("Precision: the share of the videos predicted as the class that belong to it ('-': never "
+                        "predicted); recall: the share of the class's videos predicted as it.", cls="small"),
                    tag("h3", "Confusion matrix"),
                    para("Rows: true class, columns: predicted class; colour: share of the row, numbers: videos."
                         if k <= 30 else "Rows: true class, columns: predicted class; colour: share of the row.",

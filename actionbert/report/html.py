@@ -26,7 +26,9 @@ table{border-collapse:collapse;margin:6px 0 14px;font-size:14px}
 th,td{border-bottom:1px solid #e3e6ea;padding:4px 10px;text-align:left;vertical-align:middle}
 th{background:#f0f2f4;font-weight:600}td.num,th.num{text-align:right;font-variant-numeric:tabular-nums}
 tr.bad td{background:#fff4f2}
-img{max-width:100%;height:auto}img.chart{display:block;width:100%}img.thumb{display:block;border-radius:3px}
+img{max-width:100%;height:auto}img.chart{display:block;width:100%}
+img.thumb{display:block;border-radius:3px;max-width:none;height:72px;width:auto}.nowrap{white-space:nowrap}
+.wide{overflow-x:auto}.path{overflow-wrap:anywhere}
 .note{background:#fff8e1;border-left:4px solid #e0a800;padding:6px 10px;margin:8px 0}
 .error{background:#fdecea;border-left:4px solid #c62828;padding:6px 10px;margin:8px 0}
 .facts td:first-child{color:#59636e;padding-left:0}.facts td{border:none;padding:1px 14px 1px 0}

@@ -76,9 +76,10 @@ class PredictReport:
         self.model = str(model)
         self.attention = bool(predictor.has_attention)
         head = "BERT (CLS attention shown)" if self.attention else "TGAP (temporal average pooling: no attention)"
+        clip = (f" ({predictor.clip_len} frames taken at stride {predictor.stride})" if predictor.stride > 1
+                else "")
         self.about = [("model", self.model), ("head", head),
-                      ("windows", f"{predictor.span} frames (clip of {predictor.clip_len} frames at stride "
-                                  f"{predictor.stride}), a new window every {predictor.hop} frames")]
+                      ("windows", f"{predictor.span} frames{clip}, a new window every {predictor.hop} frames")]
         self.entries: list[_Entry] = []
 
     def add(self, pred) -> Path:
@@ -97,8 +98,9 @@ class PredictReport:
         failed = sum(e.top1 is None for e in self.entries)
         warned = sum(bool(e.notes) for e in self.entries if e.top1 is not None)
         rows = [[image(e.thumb, mime="image/jpeg", alt="thumbnail", cls="thumb") if e.thumb else "",
-                 join([link(e.page, Path(e.video).name), tag("div", e.video, cls="small")]),
-                 e.top1[0] if e.top1 else "-", f"{e.top1[1]:.3f}" if e.top1 else "-", e.length,
+                 join([link(e.page, Path(e.video).name), tag("div", e.video, cls="small path")]),
+                 e.top1[0] if e.top1 else "-", f"{e.top1[1]:.3f}" if e.top1 else "-", tag("span", e.length,
+                                                                                          cls="nowrap"),
                  _note_list(e.notes)] for e in self.entries]
         body = [tag("h1", f"Predictions for {len(self.entries)} video{'s' * (len(self.entries) != 1)}"),
                 para(f"{failed} could not be read, {warned} with a warning or caveat. Click a video for its timeline.",
@@ -170,7 +172,7 @@ def _notes(pred) -> list[tuple[str, str]]:
 
 
 def _note_list(notes) -> Markup:
-    return join(tag("div", f"{kind}: {text}") for kind, text in notes)
+    return join(tag("div", f"{kind}: {text}", cls="path") for kind, text in notes)
 
 
 def _length(pred) -> str:
