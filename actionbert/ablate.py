@@ -3,7 +3,8 @@
 `actionbert ablate CONFIG --grid model.head=tgap,bert --grid model.reduction=frmb,frab --seeds 3` trains
 2 x 2 x 3 runs, evaluates each best checkpoint, and writes `ablation.md` / `ablation.csv` (one row per grid point:
 mean and standard deviation of top-1 over seeds, parameters, FLOPs per clip, training time) plus `runs.csv`
-(one row per run). This is how the brief's TGAP-vs-BERT table is reproduced on a user's dataset.
+(one row per run) and the page `report.html` (table, per-class accuracy, curves, confusion matrices). This is how
+the brief's TGAP-vs-BERT table is reproduced on a user's dataset.
 
 Mean and standard deviation over 2-3 seeds cannot say whether a difference is real, so every pair of grid
 points that differ in exactly one value (head tgap vs bert at each reduction, reduction frmb vs frab at each
@@ -32,6 +33,7 @@ from actionbert.config import (SECTIONS, ConfigError, RunConfig, apply_override,
                                load_config)
 from actionbert.errors import DataError
 from actionbert.models import VideoClassifier, count_parameters
+from actionbert.report import write_ablation_page
 
 
 @dataclass
@@ -144,6 +146,7 @@ def run_ablation(base: RunConfig, grid: dict[str, list[Any]], *, seeds: int, out
         row.gflops = clip_flops(model) / 1e9
         rows.append(row)
         write_tables(rows, per_run, out, seeds=seeds)
+        write_ablation_page(out, order=[run_name(r.values) for r in rows])
     return rows
 
 

@@ -334,7 +334,7 @@ def _run_eval(args: argparse.Namespace) -> int:
         print("no video could be evaluated")
     if report["failures"]:
         print(f"{len(report['failures'])} video(s) failed to decode (listed in report.json)")
-    print(f"report: {out}/report.json")
+    print(f"report: {out}/report.json, page: {out}/report.html")
     return EXIT_SOME_FAILED if report["failures"] else 0
 
 
@@ -349,6 +349,7 @@ def _args_predict(p: argparse.ArgumentParser) -> None:
     fmt.add_argument("--csv", action="store_true", help="print the timeline as CSV (a failed video: one row with "
                                                         "its error)")
     p.add_argument("--plot", help="folder for one timeline PNG per video (names from the video paths, distinct)")
+    p.add_argument("--report", help="folder for an HTML report: index.html and one self-contained page per video")
     p.add_argument("--device", default="auto")
     p.add_argument("--precision", default="fp32", choices=INFERENCE_PRECISIONS)
     p.add_argument("--batch-size", type=int, default=4)
@@ -381,6 +382,15 @@ def _run_predict(args: argparse.Namespace) -> int:
     except (CheckpointError, ValueError) as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
+    page = None
+    if args.report:
+        from actionbert.report import PredictReport, ReportError
+
+        try:
+            page = PredictReport(args.report, model=args.model, predictor=predictor)
+        except ReportError as e:
+            print(f"error: {e}", file=sys.stderr)
+            return 2
     writer = None
     if args.csv:
         writer = csv.writer(sys.stdout)
@@ -388,6 +398,8 @@ def _run_predict(args: argparse.Namespace) -> int:
     plot_files = iter(_plot_files(args.plot, args.videos))  # one per video, in order (on_done is called so)
 
     def show(p):
+        if page is not None:
+            page.add(p)
         file = next(plot_files, None)
         if p.segments and file is not None:
             _plot(p, file)
@@ -412,6 +424,8 @@ def _run_predict(args: argparse.Namespace) -> int:
     results = predict_videos(predictor, args.videos, topk=args.topk, on_done=show)
     if args.json:
         print(json.dumps([r.to_dict() for r in results], indent=2))
+    if page is not None:
+        print(f"report: {page.finish()}", file=sys.stderr if args.json or args.csv else sys.stdout)
     failed = sum(r.error is not None for r in results)
     if failed:
         print(f"error: {failed} of {len(results)} video(s) failed (see the errors above)", file=sys.stderr)
@@ -473,9 +487,10 @@ def _run_ablate(args: argparse.Namespace) -> int:
         return res
 
     run_ablation(base, grid, seeds=args.seeds, out=out,
-                 train_fn=lambda cfg: train(cfg, overwrite=args.overwrite, hooks=hooks), eval_fn=eval_fn, on_run=lambda name, seed, r: print(f"{name} seed {seed}: {r}"))
+                 train_fn=lambda cfg: train(cfg, overwrite=args.overwrite, hooks=hooks), eval_fn=eval_fn,
+                 on_run=lambda name, seed, r: print(f"{name} seed {seed}: {r}"))
     print((out / "ablation.md").read_text().strip())  # the table, then the paired comparisons and verdicts
-    print(f"written: {out}/ablation.md, {out}/ablation.csv, {out}/ablation.json")
+    print(f"written: {out}/ablation.md, {out}/ablation.csv, {out}/ablation.json, {out}/report.html")
     return 0
 
 
@@ -503,7 +518,7 @@ def _run_demo(args: argparse.Namespace) -> int:
     text = report.read_text()
     start = text.find("## Ablation")
     print(text[start:text.find("## What this shows")].strip())
-    print(f"\nreport: {report}  ({(time.perf_counter() - t0) / 60:.1f} min)")
+    print(f"\nreport: {report} and {report.with_name('report.html')}  ({(time.perf_counter() - t0) / 60:.1f} min)")
     return 0
 
 

@@ -6,7 +6,8 @@
 4. Evaluate every best checkpoint with the paper's protocol plus the temporal check (frame-reversed and
    frame-shuffled clips).
 5. Write `REPORT.md` with the ablation table, the paired comparison of the heads (on all classes, the order-only
-   classes and the control classes), curves and confusion matrices.
+   classes and the control classes), curves and confusion matrices, and the same as one self-contained page,
+   `report.html`.
 
 What it shows: some synthetic classes differ only in the order of two events far apart in time. Averaging the
 temporal tokens (TGAP) discards their order, while BERT sees ordered tokens with positions, so BERT should
@@ -28,6 +29,7 @@ from actionbert.ablate import (AblationRow, comparisons_markdown, grid_compariso
 from actionbert.compare import METHOD_NOTE
 from actionbert.config import DataConfig, ModelConfig, RunConfig, TrainConfig
 from actionbert.fileio import atomic_write_text, to_json
+from actionbert.report import write_ablation_page
 
 
 @dataclass(frozen=True)
@@ -246,4 +248,5 @@ def write_report(out: Path, demo: DemoConfig, table: list[dict], evaluations: di
     atomic_write_text(out / "ablation.json", to_json(
         {"table": table, "comparisons": everything["comparisons"], "not_compared": everything["not_compared"],
          "class_groups": groups}))
+    write_ablation_page(out / "ablation", out / "report.html", markdown=path)
     return path

@@ -78,7 +78,8 @@ def evaluate(model_path: str | Path, *, data: str | Path, split: str = "val", vi
         split: "val", "train" or "test" (whatever `prepare` wrote).
         views: "all" or "CxV" (see the module docstring).
         temporal_check: also evaluate frame-reversed and frame-shuffled clips.
-        out: folder for `report.json`, `confusion.csv`, `confusion.png`, `predictions.csv` (None: write nothing).
+        out: folder for `report.json`, `confusion.csv`, `confusion.png`, `predictions.csv` and the page
+            `report.html` (None: write nothing).
         batch_size: test items (windows) per forward pass; each carries all its crops.
         fast: evaluate the prepared inference copy (BatchNorm folded, channels-last, compiled where it pays).
     """
@@ -192,9 +193,12 @@ class _Scores:
             tc["order_dependence"] = tc["original"]["top1"] - tc["shuffled"]["top1"]
             tc["shuffle_permutation"] = shuffle.tolist()
             report["temporal_check"] = tc
+        probs = per_video["original"].softmax(dim=1)  # (N, K): softmax of each video's mean logits
         report["predictions"] = [
-            {"video_id": i, "label": classes[self.labels[i]],
-             "predicted": classes[int(per_video["original"][j].argmax())]} for j, i in enumerate(ids)]
+            {"video_id": i, "label": classes[self.labels[i]], "predicted": classes[int(probs[j].argmax())],
+             "label_probability": round(float(probs[j, self.labels[i]]), 4),
+             "predicted_probability": round(float(probs[j].max()), 4)}
+            for j, i in enumerate(ids)]
         return report
 
 
@@ -230,10 +234,13 @@ def write_report(report: dict, out: Path) -> None:
         for name, row in zip(classes, cm):
             w.writerow([name, *row])
     with open(out / "predictions.csv", "w", newline="") as f:
-        w = csv.DictWriter(f, fieldnames=["video_id", "label", "predicted"])
+        w = csv.DictWriter(f, fieldnames=list(report["predictions"][0]))
         w.writeheader()
         w.writerows(report["predictions"])
     from actionbert.plots import plot_confusion
 
     plot_confusion(torch.tensor(cm).numpy(), classes, out / "confusion.png",
                    title=f"{Path(report['model']).name}: video top-1 {report['video']['top1']:.1f}%")
+    from actionbert.report import write_eval_page
+
+    write_eval_page(report, out / "report.html")

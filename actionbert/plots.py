@@ -1,4 +1,4 @@
-"""PNG figures: training curves, confusion matrices, prediction timelines (matplotlib, headless Agg backend)."""
+"""PNG files: training curves, confusion matrices, prediction timelines (figures from `report.charts`)."""
 
 from __future__ import annotations
 
@@ -9,30 +9,14 @@ from collections import Counter
 from pathlib import Path
 from typing import Sequence
 
-import matplotlib
+import numpy as np
 
-matplotlib.use("Agg")
-import matplotlib.pyplot as plt  # noqa: E402
-import numpy as np  # noqa: E402
+from actionbert.report import charts
 
 
 def plot_curves(rows: Sequence[dict], path: str | Path, *, title: str = "") -> Path:
     """Loss and top-1 per epoch for train and validation, from `metrics.csv` rows."""
-    epochs = [int(r["epoch"]) for r in rows]
-    fig, (ax_loss, ax_acc) = plt.subplots(1, 2, figsize=(10, 3.8))
-    for key, style in (("train_loss", "-"), ("val_loss", "--")):
-        ax_loss.plot(epochs, [_number(r[key]) for r in rows], style, marker="o", label=key)
-    for key, style in (("train_top1", "-"), ("val_top1", "--")):
-        ax_acc.plot(epochs, [_number(r[key]) for r in rows], style, marker="o", label=key)
-    ax_loss.set(xlabel="epoch", ylabel="cross-entropy", title="loss")
-    ax_acc.set(xlabel="epoch", ylabel="top-1 (%)", title="accuracy", ylim=(0, 100))
-    for ax in (ax_loss, ax_acc):
-        ax.grid(alpha=0.3)
-        ax.legend()
-    if title:
-        fig.suptitle(title)
-    fig.tight_layout()
-    return _save(fig, path)
+    return _save(charts.curves_figure(rows, title=title), path)
 
 
 def _number(value) -> float:
@@ -42,38 +26,14 @@ def _number(value) -> float:
 
 def plot_confusion(matrix: np.ndarray, classes: Sequence[str], path: str | Path, *, title: str = "") -> Path:
     """Row-normalised confusion matrix (rows: true class, columns: predicted), counts in the cells."""
-    matrix = np.asarray(matrix)
-    k = len(classes)
-    norm = matrix / np.maximum(matrix.sum(1, keepdims=True), 1)
-    size = max(4.0, 0.45 * k + 2)
-    fig, ax = plt.subplots(figsize=(size, size))
-    ax.imshow(norm, cmap="Blues", vmin=0, vmax=1)
-    ax.set_xticks(range(k), classes, rotation=60, ha="right", fontsize=8)
-    ax.set_yticks(range(k), classes, fontsize=8)
-    ax.set(xlabel="predicted", ylabel="true", title=title or "confusion matrix")
-    if k <= 30:
-        for i in range(k):
-            for j in range(k):
-                if matrix[i, j]:
-                    ax.text(j, i, int(matrix[i, j]), ha="center", va="center", fontsize=7,
-                            color="white" if norm[i, j] > 0.5 else "black")
-    fig.tight_layout()
-    return _save(fig, path)
+    return _save(charts.confusion_figure(matrix, classes, title=title), path)
 
 
-def plot_timeline(segments: Sequence[dict], path: str | Path, *, title: str = "") -> Path:
-    """Sliding-window predictions as coloured bars over time (start, end in seconds; label; score)."""
-    labels = sorted({s["label"] for s in segments})
-    colours = {lab: plt.cm.tab20(i % 20) for i, lab in enumerate(labels)}
-    fig, ax = plt.subplots(figsize=(10, 1.2 + 0.3 * len(labels)))
-    for s in segments:
-        y = labels.index(s["label"])
-        ax.barh(y, s["end"] - s["start"], left=s["start"], color=colours[s["label"]], alpha=0.3 + 0.7 * s["score"])
-    ax.set_yticks(range(len(labels)), labels)
-    ax.set(xlabel="time (s)", title=title or "predicted actions")
-    ax.grid(axis="x", alpha=0.3)
-    fig.tight_layout()
-    return _save(fig, path)
+def plot_timeline(segments: Sequence[dict], path: str | Path, *, title: str = "", duration: float | None = None,
+                  unit: str = "s") -> Path:
+    """Sliding-window predictions over time: each window's probability of the video's top classes at the
+    window's centre (lines, 0-1 axis, legend) and, for BERT models, the CLS attention per window."""
+    return _save(charts.timeline_figure(segments, title=title, duration=duration, unit=unit), path)
 
 
 def timeline_names(videos: Sequence[str | os.PathLike]) -> list[str]:
@@ -111,6 +71,5 @@ def _short_hash(video) -> str:
 def _save(fig, path: str | Path) -> Path:
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(path, dpi=100)
-    plt.close(fig)
+    path.write_bytes(charts.png(fig))
     return path

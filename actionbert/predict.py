@@ -8,7 +8,8 @@ guesses.
 ```
 video --stream--> frames (resized) --window (span = (L-1)*stride+1, hop)--> clip (3, L, S, S)
       --model--> window logits (K) [+ CLS attention over the T' tokens]
-      --> timeline rows (start s, end s, label, score) and video top-k (mean of raw window logits)
+      --> timeline rows (start s, end s, label, score, probabilities of the video's top-k classes)
+          and video top-k (mean of raw window logits)
 ```
 """
 
@@ -121,6 +122,9 @@ class Predictor:
             k = min(topk, len(self.classes))
             values, idx = probs.topk(k)
             pred.topk = [(self.classes[i], round(float(v), 6)) for v, i in zip(values, idx.tolist())]
+            windows = torch.cat(window_logits).softmax(dim=1)[:, idx]  # (n, k): the video's top-k per window
+            for row, p in zip(pred.segments, windows.tolist()):
+                row["probabilities"] = {lab: round(v, 4) for (lab, _), v in zip(pred.topk, p)}
         return pred
 
     def _windows(self, stream: VideoStream,

@@ -133,7 +133,7 @@ def test_evaluate_report(prepared, trained, tmp_path):
     tc = report["temporal_check"]
     assert tc["order_dependence"] == pytest.approx(tc["original"]["top1"] - tc["shuffled"]["top1"])
     assert sorted(tc["shuffle_permutation"]) == list(range(16))
-    for name in ("report.json", "confusion.csv", "confusion.png", "predictions.csv"):
+    for name in ("report.json", "confusion.csv", "confusion.png", "predictions.csv", "report.html"):
         assert (tmp_path / "eval" / name).is_file()
     one = evaluate(trained, data=prepared, split="val", views="1x1")
     assert one["views"]["mean_views_per_video"] == 1
@@ -247,6 +247,11 @@ def test_ablation_table(prepared, tmp_path):
     assert top1["diff"] == pytest.approx(mean["bert"] - mean["tgap"], abs=1e-3)
     assert top1["ci95"][0] <= top1["diff"] <= top1["ci95"][1]
     assert "## Paired comparisons" in table and f"- {top1['verdict']}" in table
+    from html_checks import check_self_contained, read_page
+
+    page = read_page(tmp_path / "abl" / "report.html")
+    check_self_contained(page)
+    assert [r[0] for r in page.tables["ablation"]] == ["tgap", "bert"] and page.images
 
 
 def test_fine_tune_from_pretrained_folder_with_other_classes(prepared, tmp_path):
@@ -326,7 +331,10 @@ def test_early_stopping_ends_the_run(prepared, tmp_path):
 def test_fast_inference_path_matches_the_eager_model(prepared, trained, tmp_path):
     fast = evaluate(trained, data=prepared, split="val", views="1x1")
     eager = evaluate(trained, data=prepared, split="val", views="1x1", fast=False)
-    assert fast["predictions"] == eager["predictions"]
+    assert [(p["video_id"], p["predicted"]) for p in fast["predictions"]] == \
+        [(p["video_id"], p["predicted"]) for p in eager["predictions"]]
+    for f, e in zip(fast["predictions"], eager["predictions"]):  # two numerical paths: equal up to rounding
+        assert f["predicted_probability"] == pytest.approx(e["predicted_probability"], abs=1e-3)
     model, info = load_model(trained)
     video = _long_video(tmp_path / "v.mp4", 40)
     a = Predictor(model, info).predict(video)
@@ -363,6 +371,7 @@ def test_a_tiny_demo_runs_end_to_end_and_can_run_again(tmp_path):
     # two classes: both are order classes, so the order-only group is the whole set and there is no control group
     assert list(written["class_groups"]) == ["order-only classes"]
     assert written["class_groups"]["order-only classes"]["comparisons"][0]["videos"] == top1["videos"]
+    _check_demo_page(report)
     assert run_demo(demo).is_file()  # a second run replaces the folder it made
 
 
@@ -383,3 +392,19 @@ def test_demo_class_groups_and_their_comparisons():
     diffs = {name: g["comparisons"][0]["diff"] for name, g in groups.items()}
     assert diffs == {"all classes": 50.0, "order-only classes": 100.0, "control classes": 0.0}
     assert groups["order-only classes"]["comparisons"][0]["videos"] == 4
+
+
+def _check_demo_page(report: Path) -> None:
+    """report.html beside REPORT.md: self-contained, small, with the numbers of ablation.json; every run's
+    eval/report.html self-contained too."""
+    from html_checks import check_self_contained, read_page
+
+    html = report.with_name("report.html")
+    page = read_page(html)
+    check_self_contained(page)
+    table = json.loads((report.parent / "ablation.json").read_text())["table"]
+    assert [r[0] for r in page.tables["ablation"]] == [r["head"] for r in table] == ["tgap", "bert"]
+    assert [r[1] for r in page.tables["ablation"]] == [f"{r['top1_mean']} \u00b1 {r['top1_std']}" for r in table]
+    assert len(page.tables["per-class"]) == 2 and html.stat().st_size < 600_000
+    for run in (report.parent / "ablation").glob("*/seed*/eval"):
+        check_self_contained(read_page(run / "report.html"))
