@@ -196,13 +196,31 @@ def _args_prepare(p: argparse.ArgumentParser) -> None:
     p.add_argument("--clip-len", type=int, default=32,
                    help="frames of a training clip: shorter videos are kept with the caveat 'short: N frames "
                         "looped to fill a 32-frame clip' (default 32; 0: no such caveat)")
-    p.add_argument("--cache", action="store_true", help="also store decoded frames (short side 128) for fast "
-                                                        "training")
+    p.add_argument("--cache", action="store_true", help="also store decoded frames, resized by --resize, for "
+                                                        "fast training")
+    p.add_argument("--resize", default=None, metavar="HxW|S",
+                   help="frame size of the cache: the model's data.resize, HEIGHTxWIDTH (default 128x170), or one "
+                        "number S for short side S with the aspect kept (data.keep_aspect); a cache made for "
+                        "another size is not used by train/eval (they decode and say so)")
     p.add_argument("--frames", action="store_true", help="also write img_%%05d.jpg frame folders (reference "
                                                          "format)")
-    p.add_argument("--short-side", type=int, default=128, help="short side of cached / exported frames (px)")
+    p.add_argument("--short-side", type=int, default=128, help="short side of exported JPEG frames (--frames), px")
     p.add_argument("--workers", type=int, default=2, help="videos probed in parallel")
     p.add_argument("--quiet", action="store_true", help="no progress bar")
+
+
+def _cache_resize(text: str | None):
+    """`--resize` as a `preprocessing.Resize` ("128x170" or a short side "128"); None: the default record's."""
+    from actionbert.preprocessing import Resize
+
+    if text is None:
+        return None
+    parts = [p for p in text.lower().replace(",", "x").split("x") if p]
+    try:
+        sides = [int(p) for p in parts]
+        return Resize.parse(sides[0] if len(sides) == 1 else sides)
+    except (ValueError, IndexError):
+        raise ValueError(f"--resize {text!r}: expected HEIGHTxWIDTH such as 128x170, or one short side") from None
 
 
 def _run_prepare(args: argparse.Namespace) -> int:
@@ -216,6 +234,7 @@ def _run_prepare(args: argparse.Namespace) -> int:
                                  split_files=split_files or None, split=args.split, annotations=args.annotations,
                                  val_fraction=args.val_fraction, seed=args.seed, min_frames=args.min_frames,
                                  cache=args.cache, frames=args.frames, cache_short_side=args.short_side,
+                                 cache_resize=_cache_resize(args.resize),
                                  workers=args.workers, group_by=args.group_by, clip_len=args.clip_len or None,
                                  progress=progress)
     except (FileNotFoundError, ValueError) as e:

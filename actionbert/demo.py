@@ -26,6 +26,7 @@ from typing import Callable
 
 from actionbert.ablate import markdown_table, run_ablation, table_rows
 from actionbert.config import DataConfig, ModelConfig, RunConfig, TrainConfig
+from actionbert.preprocessing import Resize
 
 
 @dataclass(frozen=True)
@@ -117,7 +118,7 @@ def run_demo(demo: DemoConfig, *, log: Callable[[str], None] = lambda s: None,
     demo = _resolve_precision(demo, log)
     log("2/4 preparing it (index, split, decoded cache)")
     prepared = out / "prepared"
-    prepare_dataset(raw, prepared, val_fraction=0.25, seed=demo.seed, cache=True, cache_short_side=min(demo.resize))
+    prepare_dataset(raw, prepared, val_fraction=0.25, seed=demo.seed, cache=True, cache_resize=Resize(*demo.resize))
     base = base_config(demo, prepared)
     evaluations: dict[str, dict] = {}
 

@@ -30,8 +30,7 @@ import torch
 from torch.utils.data import DataLoader, Subset
 
 from actionbert import runtime
-from actionbert.checkpoint import CheckpointError, load_model
-from actionbert.config import transform_resize
+from actionbert.checkpoint import CheckpointError, load_model, preprocessing_of
 from actionbert.metrics import classification_report, topk_accuracy
 
 ORDERS = ("original", "reversed", "shuffled")
@@ -83,7 +82,8 @@ def evaluate(model_path: str | Path, *, data: str | Path, split: str = "val", vi
         fast: evaluate the prepared inference copy (BatchNorm folded, channels-last, compiled where it pays).
     """
     from actionbert.inference import prepare_for_inference
-    from actionbert.data import VideoClipDataset, collate_clips, eval_transform, load_split, ten_crop_transform
+    from actionbert.data import VideoClipDataset, collate_clips, load_split
+    from actionbert.data.transforms import transforms_for
 
     dev = runtime.select_device(device)
     model, info = load_model(model_path, map_location="cpu")
@@ -91,22 +91,21 @@ def evaluate(model_path: str | Path, *, data: str | Path, split: str = "val", vi
     samples, classes = load_split(data, split)
     if list(classes) != list(info["classes"]):
         raise CheckpointError(f"{model_path}: trained on classes {info['classes']} but {data} has {classes}")
+    pre = preprocessing_of(info, where=str(model_path))
     v = Views.parse(views)
     notes = []
-    if v.crops == 10 and info.get("hflip", 0.5) == 0:
-        v = Views(v.clips, 5)
+    if v.crops > pre.test_crops:
+        v = Views(v.clips, pre.test_crops)
         notes.append("trained without horizontal flips: mirrored views left out (5 crops)")
-    look = dict(resize=transform_resize(info["resize"], info.get("keep_aspect", False)),
-                crop_size=info["input_size"], norm=info["norm"])
-    transform = eval_transform(**look) if v.crops == 1 else _first_views(ten_crop_transform(**look), v.crops)
-    dataset = VideoClipDataset(samples, clip_len=info["clip_len"], mode="test", frame_stride=info["frame_stride"],
-                               transform=transform, seed=seed)
+    looks = transforms_for(pre)
+    transform = looks["val"] if v.crops == 1 else _first_views(looks["test"], v.crops)
+    dataset = VideoClipDataset(samples, preprocessing=pre, mode="test", transform=transform, seed=seed)
     chosen = [i for i, (s, k, count) in enumerate(dataset.items) if k in select_windows(count, v.clips)]
     loader = DataLoader(Subset(dataset, chosen), batch_size=batch_size, shuffle=False, num_workers=workers,
                         collate_fn=collate_clips, pin_memory=dev.type == "cuda")
     orders = ORDERS if temporal_check else ORDERS[:1]
     gen = torch.Generator().manual_seed(seed)
-    shuffle = torch.randperm(info["clip_len"], generator=gen)
+    shuffle = torch.randperm(pre.clip_len, generator=gen)
     video_sum: dict[str, dict[str, torch.Tensor]] = {o: {} for o in orders}
     video_views: dict[str, int] = {}
     clip_logits: dict[str, list[torch.Tensor]] = {o: [] for o in orders}

@@ -31,10 +31,10 @@ from torch.utils.data import DataLoader, DistributedSampler
 
 from actionbert import runtime
 from actionbert.checkpoint import inference_config, load_checkpoint, save_checkpoint
-from actionbert.config import (RunConfig, TrainConfig, config_from_dict, config_to_dict, dump_config, resolve,
-                               transform_resize)
+from actionbert.config import (RunConfig, TrainConfig, config_from_dict, config_to_dict, dump_config,
+                               preprocessing_of, resolve)
 from actionbert.metrics import topk_correct
-from actionbert.models import BertHead, VideoClassifier, get_backbone_spec
+from actionbert.models import BertHead, VideoClassifier
 
 METRIC_FIELDS = ["epoch", "train_loss", "train_top1", "val_loss", "val_top1", "lr", "failures", "clips_per_s",
                  "seconds"]
@@ -101,20 +101,16 @@ def set_train_mode(model: nn.Module, *, freeze_bn: bool) -> None:
 # ------------------------------------------------------------------------------------------------ data
 def build_datasets(cfg: RunConfig):
     """(train dataset, val dataset, classes) from the prepared folder `cfg.data.root`."""
-    from actionbert.data import VideoClipDataset, eval_transform, load_split, train_transform
+    from actionbert.data import VideoClipDataset, load_split
 
     root = Path(cfg.data.root)
     if not (root / "classes.txt").is_file():
         raise FileNotFoundError(f"{root}: no classes.txt; run `actionbert prepare DATA --out {root}` first")
     train_samples, classes = load_split(root, "train")
     val_samples, _ = load_split(root, cfg.data.val_split)
-    d, m = cfg.data, cfg.model
-    look = dict(resize=transform_resize(d.resize, d.keep_aspect), crop_size=m.input_size,
-                norm=d.norm or get_backbone_spec(m.backbone).norm)
-    common = dict(clip_len=m.clip_len, frame_stride=d.frame_stride, seed=cfg.train.seed)
-    train_ds = VideoClipDataset(train_samples, mode="train", **common,
-                                transform=train_transform(**look, flip_p=d.hflip, scales=d.crop_scales))
-    val_ds = VideoClipDataset(val_samples, mode="val", transform=eval_transform(**look), **common)
+    pre = preprocessing_of(cfg)  # the one record: transforms, decoding, cache check, and the checkpoints
+    train_ds = VideoClipDataset(train_samples, mode="train", preprocessing=pre, seed=cfg.train.seed)
+    val_ds = VideoClipDataset(val_samples, mode="val", preprocessing=pre, seed=cfg.train.seed)
     return train_ds, val_ds, classes
 
 
@@ -230,8 +226,7 @@ def _train(cfg: RunConfig, *, resume: bool, hooks: TrainHooks, device: torch.dev
         (run_dir / "config.yaml").write_text(dump_config(cfg))
         (run_dir / "classes.txt").write_text("\n".join(classes) + "\n")
         writer = _tensorboard(run_dir)
-    infer = inference_config(core, classes=classes, frame_stride=cfg.data.frame_stride, resize=cfg.data.resize,
-                             keep_aspect=cfg.data.keep_aspect, norm=cfg.data.norm, hflip=cfg.data.hflip)
+    infer = inference_config(core, classes=classes, preprocessing=train_ds.preprocessing)
     total_failures = 0
     for epoch in range(start_epoch, t.epochs):
         _set_lrs(optimizer, t, epoch)

@@ -35,7 +35,7 @@ import threading
 from collections import OrderedDict
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Iterator, Sequence
+from typing import Callable, Iterator, Sequence
 
 import av
 import av.error
@@ -220,7 +220,8 @@ def read_frames(path: str | os.PathLike, indices: Sequence[int], *, size: tuple[
     Args:
         path: a video file or a frame folder.
         indices: 0-based frame indices; any order, duplicates allowed (circular padding repeats frames).
-        size: (height, width) of the returned frames in pixels, after rotation; None keeps the video's size.
+        size: (height, width) of the returned frames in pixels, after rotation, or a callable mapping the upright
+            frame's (height, width) to it (a `preprocessing.Resize`); None keeps the video's size.
         num_frames: the decoded frame count if known (from `prepare`); it lets a read seek instead of
             decoding from the first frame. Ignored for frame folders.
         threads: decoder threads; 1 suits DataLoader workers (one worker per core).
@@ -322,7 +323,7 @@ class VideoStream:
         if self.short_side is not None:
             short = self.short_side if self.upscale else min(self.short_side, height, width)
             return short_side_size(height, width, short)
-        return self.size
+        return self.size(height, width) if callable(self.size) else self.size
 
 
 class _MidStreamError(Exception):
@@ -488,15 +489,16 @@ def _packet_table(path) -> _PacketTable | None:
 class _Converter:
     """Turns decoded frames into upright RGB arrays at the target size with one reused swscale context."""
 
-    def __init__(self, size: tuple[int, int] | None):
-        self.size = size
+    def __init__(self, size: tuple[int, int] | Callable[[int, int], tuple[int, int]] | None):
+        self.size = size  # a callable maps the upright frame's (height, width) to the target (a `Resize`)
         self.reformatter = VideoReformatter()
 
     def __call__(self, frame) -> np.ndarray:
         turns = _quarter_turns(frame.rotation or 0.0)
         width = height = None
         if self.size is not None:
-            height, width = self.size
+            upright = (frame.width, frame.height) if turns % 2 else (frame.height, frame.width)
+            height, width = self.size(*upright) if callable(self.size) else self.size
             if turns % 2:
                 height, width = width, height
         out = self.reformatter.reformat(frame, width=width, height=height, format="rgb24",
