@@ -551,7 +551,7 @@ def _run_convert(args: argparse.Namespace) -> int:
     m = cfg["model"]
     print(f"wrote {folder}: {m['backbone']} + {m['head']}"
           f"{' + ' + m['reduction'] if m['reduction'] else ''}, {m['num_classes']} classes, "
-          f"clip {cfg['clip_len']} x {cfg['input_size']}px, norm {cfg['norm']}")
+          f"clip {cfg['clip_len']} x {cfg['input_size']}px, norm {cfg['preprocessing']['norm']}")
     return 0
 
 

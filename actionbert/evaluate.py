@@ -77,7 +77,8 @@ def evaluate(model_path: str | Path, *, data: str | Path, split: str = "val", vi
         split: "val", "train" or "test" (whatever `prepare` wrote).
         views: "all" or "CxV" (see the module docstring).
         temporal_check: also evaluate frame-reversed and frame-shuffled clips.
-        out: folder for `report.json`, `confusion.csv`, `confusion.png`, `predictions.csv` (None: write nothing).
+        out: folder for `report.json`, `confusion.csv`, `confusion.png`, `predictions.csv` (per video: label,
+            prediction and every class's probability, see `video_rows`) (None: write nothing).
         batch_size: test items (windows) per forward pass; each carries all its crops.
         fast: evaluate the prepared inference copy (BatchNorm folded, channels-last, compiled where it pays).
     """
@@ -163,12 +164,20 @@ def evaluate(model_path: str | Path, *, data: str | Path, split: str = "val", vi
             tc["order_dependence"] = tc["original"]["top1"] - tc["shuffled"]["top1"]
             tc["shuffle_permutation"] = shuffle.tolist()
             report["temporal_check"] = tc
-        report["predictions"] = [
-            {"video_id": i, "label": classes[labels[i]], "predicted": classes[int(per_video["original"][j].argmax())]}
-            for j, i in enumerate(ids)]
+        report["predictions"] = video_rows(ids, per_video["original"], [classes[labels[i]] for i in ids], classes)
     if out is not None:
         write_report(report, Path(out))
     return report
+
+
+def video_rows(ids: list[str], logits: torch.Tensor, labels: list[str], classes: list[str]) -> list[dict]:
+    """One row per video: its label, the predicted class and the scores of every class: `probabilities`, the
+    softmax of the video's mean raw logits over all its views (windows x crops, the paper's protocol: the
+    predicted class is their argmax), and those mean `logits`."""
+    probs = logits.softmax(dim=1)  # (N, K)
+    return [{"video_id": vid, "label": label, "predicted": classes[int(logits[j].argmax())],
+             "probabilities": [float(p) for p in probs[j]], "logits": [float(v) for v in logits[j]]}
+            for j, (vid, label) in enumerate(zip(ids, labels))]
 
 
 def _first_views(ten_crop, n: int):
@@ -193,9 +202,10 @@ def write_report(report: dict, out: Path) -> None:
         for name, row in zip(classes, cm):
             w.writerow([name, *row])
     with open(out / "predictions.csv", "w", newline="") as f:
-        w = csv.DictWriter(f, fieldnames=["video_id", "label", "predicted"])
-        w.writeheader()
-        w.writerows(report["predictions"])
+        w = csv.writer(f)  # then one column per class: its probability for the video ("p_<class>")
+        w.writerow(["video_id", "label", "predicted", *(f"p_{c}" for c in classes)])
+        w.writerows([r["video_id"], r["label"], r["predicted"], *(f"{p:.9g}" for p in r["probabilities"])]
+                    for r in report["predictions"])
     from actionbert.plots import plot_confusion
 
     plot_confusion(torch.tensor(cm).numpy(), classes, out / "confusion.png",
