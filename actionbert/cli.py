@@ -566,12 +566,12 @@ def _args_export(p: argparse.ArgumentParser) -> None:
 
 def _run_export(args: argparse.Namespace) -> int:
     from actionbert.checkpoint import CheckpointError, load_model
-    from actionbert.export import TOLERANCE, ExportCheckError, export_model
+    from actionbert.export import TOLERANCE, ExportCheckError, export_metadata, export_model
 
     try:
         model, info = load_model(args.model)
         result = export_model(model, args.out, format=args.format, clip_len=info.get("clip_len"),
-                              input_size=info.get("input_size"), batch=args.batch)
+                              input_size=info.get("input_size"), batch=args.batch, metadata=export_metadata(info))
     except (CheckpointError, ExportCheckError, ValueError) as e:
         print(f"error: {e}", file=sys.stderr)
         return 1

@@ -169,3 +169,38 @@ def test_a_cache_made_for_another_record_is_bypassed_with_one_warning(real, tmp_
     assert all(torch.equal(a, plain[i]["video"]) for i, a in enumerate(got))  # decoded, not the old cache
     record = json.loads(cache_file(out / "cache", samples[0].video_id).with_suffix(".source.json").read_text())
     assert record["resize"] == {"resize": [128, 128], "keep_aspect": True}
+
+
+@pytest.mark.parametrize("fmt", ["onnx", "torchscript"])
+def test_exports_carry_the_record_and_the_class_names(model_dir, tmp_path, fmt):
+    from actionbert.export import SUFFIXES, export_metadata, export_model, read_metadata
+
+    model, info = load_model(model_dir)
+    out = tmp_path / f"m{SUFFIXES[fmt]}"
+    export_model(model, out, format=fmt, metadata=export_metadata(info))
+    meta = read_metadata(out, fmt)
+    assert Preprocessing.from_dict(json.loads(meta["actionbert.preprocessing"])) == Preprocessing.from_info(info)
+    assert json.loads(meta["actionbert.classes"]) == ["a", "b"]
+
+
+def test_onnx_file_alone_reproduces_predict(model_dir, real, tmp_path):
+    """benchmarks/onnx_predict.py: PyAV + NumPy + onnxruntime and the file's metadata, no actionbert."""
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    from actionbert.export import export_metadata, export_model
+
+    model, info = load_model(model_dir)
+    export_model(model, tmp_path / "m.onnx", format="onnx", metadata=export_metadata(info))
+    script = Path(__file__).resolve().parents[1] / "benchmarks" / "onnx_predict.py"
+    for video in (real / "data" / "a" / "wide.mp4", real / "data" / "b" / "rotated.mp4"):
+        expected = dict(Predictor(model, info, fast=False, hop=CLIP).predict(video, topk=2).topk)
+        code = ("import runpy, sys; sys.argv = sys.argv[1:]; runpy.run_path(sys.argv[0], run_name='__main__'); "
+                "assert not [m for m in sys.modules if m.startswith('actionbert')], 'actionbert was imported'")
+        done = subprocess.run([sys.executable, "-c", code, str(script), str(tmp_path / "m.onnx"), str(video)],
+                              capture_output=True, text=True, timeout=120)
+        assert done.returncode == 0, done.stderr
+        got = {name: float(p) for p, name in (line.split() for line in done.stdout.splitlines())}
+        assert got.keys() == expected.keys()
+        assert all(abs(got[k] - expected[k]) < 1e-5 for k in got), (got, expected)
