@@ -209,22 +209,10 @@ def _args_prepare(p: argparse.ArgumentParser) -> None:
     p.add_argument("--quiet", action="store_true", help="no progress bar")
 
 
-def _cache_resize(text: str | None):
-    """`--resize` as a `preprocessing.Resize` ("128x170" or a short side "128"); None: the default record's."""
-    from actionbert.preprocessing import Resize
-
-    if text is None:
-        return None
-    parts = [p for p in text.lower().replace(",", "x").split("x") if p]
-    try:
-        sides = [int(p) for p in parts]
-        return Resize.parse(sides[0] if len(sides) == 1 else sides)
-    except (ValueError, IndexError):
-        raise ValueError(f"--resize {text!r}: expected HEIGHTxWIDTH such as 128x170, or one short side") from None
-
-
 def _run_prepare(args: argparse.Namespace) -> int:
+    from actionbert.data.cache import DEFAULT_CACHE_RESIZE
     from actionbert.data.prepare import prepare_dataset
+    from actionbert.preprocessing import Resize
 
     split_files = {k: v for k, v in (("train", args.train_list), ("val", args.val_list),
                                      ("test", args.test_list)) if v}
@@ -234,7 +222,7 @@ def _run_prepare(args: argparse.Namespace) -> int:
                                  split_files=split_files or None, split=args.split, annotations=args.annotations,
                                  val_fraction=args.val_fraction, seed=args.seed, min_frames=args.min_frames,
                                  cache=args.cache, frames=args.frames, cache_short_side=args.short_side,
-                                 cache_resize=_cache_resize(args.resize),
+                                 cache_resize=Resize.from_text(args.resize) if args.resize else DEFAULT_CACHE_RESIZE,
                                  workers=args.workers, group_by=args.group_by, clip_len=args.clip_len or None,
                                  progress=progress)
     except (FileNotFoundError, ValueError) as e:

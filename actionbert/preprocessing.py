@@ -87,6 +87,16 @@ class Resize:
         return {"resize": [self.height, self.width], "keep_aspect": self.keep_aspect}
 
     @staticmethod
+    def from_text(text: str) -> "Resize":
+        """"128x170" (height x width) or "128" (short side, aspect kept), as typed on a command line."""
+        try:
+            sides = [int(p) for p in text.lower().replace(",", "x").split("x") if p.strip()]
+            return Resize.parse(sides[0] if len(sides) == 1 else sides)
+        except (ValueError, IndexError):
+            raise PreprocessingError(f"resize {text!r}: expected HEIGHTxWIDTH such as 128x170, or one short "
+                                     f"side") from None
+
+    @staticmethod
     def parse(value, keep_aspect: bool = False) -> "Resize":
         """A Resize from a Resize, an int (short side, aspect kept) or a [height, width] pair."""
         if isinstance(value, Resize):

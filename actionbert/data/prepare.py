@@ -116,7 +116,7 @@ def prepare_dataset(data: str | os.PathLike, out: str | os.PathLike, *, layout: 
                     split_files: Mapping[str, str | os.PathLike] | None = None, split: int = 1,
                     annotations: str | os.PathLike | None = None, val_fraction: float = 0.2, seed: int = 0,
                     min_frames: int = 2, cache: bool = False, frames: bool = False,
-                    cache_short_side: int = CACHE_SHORT_SIDE, cache_resize: Resize | None = None,
+                    cache_short_side: int = CACHE_SHORT_SIDE, cache_resize: Resize = DEFAULT_CACHE_RESIZE,
                     workers: int = 2, group_by: str = "auto",
                     clip_len: int | None = DEFAULT_CLIP_LEN, progress: Progress | None = None) -> PrepareReport:
     """Index, check, split and optionally cache a dataset (see the module docstring for files and rules).
@@ -143,8 +143,7 @@ def prepare_dataset(data: str | os.PathLike, out: str | os.PathLike, *, layout: 
         cache: also write the decoded-frame cache (`out/cache`).
         frames: also write reference-style JPEG frame folders (`out/frames`) and their lists.
         cache_short_side: short side in pixels of exported JPEG frames (`frames`).
-        cache_resize: resize rule of the cached frames: the model's record's `resize` (cached clips are then
-            bit-identical to decoded ones); None: the default record's (128 x 170).
+        cache_resize: resize rule of the cached frames: the model record's `resize` (default: the default's).
         workers: threads probing (and caching) videos in parallel.
         group_by: "auto": a video listed in a clips.csv written by `clips.cut_clips` (in its folder or a
             parent folder up to `root`) is grouped with the other clips of its source video, and groups are
@@ -172,7 +171,6 @@ def prepare_dataset(data: str | os.PathLike, out: str | os.PathLike, *, layout: 
         entries = check_inferred_labels(entries, problems)  # raises on names mixed with indices
     # one decoding pass per video measures it and, with `cache`, writes its cache file at the same time
     cache_dir = out / CACHE_DIRNAME if cache else None
-    cache_resize = cache_resize or DEFAULT_CACHE_RESIZE
     infos = _probe_all(entries, workers, progress, cache_dir, cache_resize)
     usable, cache_bytes = _usable(entries, infos, cache_dir, min_frames, clip_len, problems)
 
