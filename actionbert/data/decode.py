@@ -120,16 +120,32 @@ class _Scan:
 
 
 def _scan(path: str | os.PathLike) -> _Scan:
-    container, stream = _open(path)
-    with container:
-        log = _DecodeLog()
-        error = None
-        try:
-            for frame in container.decode(stream):
-                log.add(frame)
-        except av.error.FFmpegError as e:  # a decoder error mid-stream: keep what decoded
-            error = f"decoder error after {log.count} frames ({_ffmpeg_message(e)})"
-        return log.finish(path, container, stream, error)
+    full = _FullPass(path)
+    for _ in full:  # no colour conversion: the frames are only counted and timed
+        pass
+    return full.scan
+
+
+class _FullPass:
+    """The one full decoding pass behind `probe`, `frame_table`, `VideoStream` (and so the cache writer):
+    iterate it once for the decoded PyAV frames; when they end, `scan` describes the video. A decoder error
+    part-way ends the frames there (`scan.info.decode_error`); one before any frame raises `VideoDecodeError`."""
+
+    def __init__(self, path: str | os.PathLike, threads: int = 1):
+        self.path, self.threads = path, threads
+        self.scan: _Scan | None = None
+
+    def __iter__(self):
+        container, stream = _open(self.path, threads=self.threads)
+        with container:
+            log, error = _DecodeLog(), None
+            try:
+                for frame in container.decode(stream):
+                    log.add(frame)
+                    yield frame
+            except av.error.FFmpegError as e:  # a decoder error mid-stream: keep what decoded
+                error = f"decoder error after {log.count} frames ({_ffmpeg_message(e)})"
+            self.scan = log.finish(self.path, container, stream, error)
 
 
 class _DecodeLog:
@@ -299,22 +315,16 @@ class VideoStream:
         if Path(self.path).is_dir():
             yield from stream_folder(Path(self.path), self._size, lambda info: setattr(self, "info", info))
             return
-        container, stream = _open(self.path, threads=self.threads)
-        with container:
-            log, convert, error = _DecodeLog(), None, None
-            try:
-                for frame in container.decode(stream):
-                    log.add(frame)
-                    if convert is None:
-                        turns = _quarter_turns(frame.rotation or 0.0)
-                        height, width = (frame.width, frame.height) if turns % 2 else (frame.height, frame.width)
-                        convert = _Converter(self._size(height, width))
-                    yield torch.from_numpy(convert(frame))
-            except av.error.FFmpegError as e:
-                error = f"decoder error after {log.count} frames ({_ffmpeg_message(e)})"
-            self.info = log.finish(self.path, container, stream, error).info
-        if error:
-            raise VideoDecodeError(self.path, error, "corrupt")
+        full, convert = _FullPass(self.path, threads=self.threads), None
+        for frame in full:
+            if convert is None:
+                turns = _quarter_turns(frame.rotation or 0.0)
+                height, width = (frame.width, frame.height) if turns % 2 else (frame.height, frame.width)
+                convert = _Converter(self._size(height, width))
+            yield torch.from_numpy(convert(frame))
+        self.info = full.scan.info
+        if self.info.decode_error:
+            raise VideoDecodeError(self.path, self.info.decode_error, "corrupt")
 
     def _size(self, height: int, width: int) -> tuple[int, int] | None:
         if self.short_side is not None:
