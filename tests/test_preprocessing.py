@@ -171,7 +171,7 @@ def test_a_cache_made_for_another_record_is_bypassed_with_one_warning(real, tmp_
     assert record["resize"] == {"resize": [128, 128], "keep_aspect": True}
 
 
-@pytest.mark.parametrize("fmt", ["onnx", "torchscript"])
+@pytest.mark.parametrize("fmt", ["onnx", "torchscript", "torch-export"])
 def test_exports_carry_the_record_and_the_class_names(model_dir, tmp_path, fmt):
     from actionbert.export import SUFFIXES, export_metadata, export_model, read_metadata
 
