@@ -4,8 +4,12 @@ Two formats:
 - Training checkpoint (`last.pt`, `best.pt`): one `torch.save` dict holding only tensors and plain Python values
   (model, optimizer, scheduler and scaler state, epoch, RNG states, the resolved run config, class names), so it
   loads with `torch.load(weights_only=True)`; anything else in the file is refused.
-- Model folder (`actionbert` format): `model.safetensors` + `config.json` (architecture, class names, clip length,
-  frame stride, input size, resize, normalisation). `from_pretrained(folder)` rebuilds the model from it alone.
+- Model folder (`actionbert` format): `model.safetensors` + `config.json` (architecture, class names and the
+  preprocessing record, `actionbert.preprocessing`). `from_pretrained(folder)` rebuilds the model from it alone.
+
+Both hold the same inference dict (`inference_config`): {"format_version", "model", "classes", "clip_len",
+"input_size", "preprocessing"}. Files written before the record (format 1) kept its facts as loose keys; they
+load unchanged (`Preprocessing.from_info` reads either form).
 """
 
 from __future__ import annotations
@@ -22,8 +26,9 @@ from safetensors.torch import load_file, save_file
 from actionbert.errors import DataError
 from actionbert.fileio import atomic_write, atomic_write_text, to_json
 from actionbert.models import ModelConfig, VideoClassifier
+from actionbert.preprocessing import MAX_SIDE, Preprocessing, PreprocessingError, Resize
 
-FORMAT_VERSION = 1
+FORMAT_VERSION = 2
 
 
 class CheckpointError(DataError, RuntimeError):
@@ -66,28 +71,40 @@ def _unpickling_detail(error: Exception) -> str:
 
 
 # --------------------------------------------------------------------------------------- model folders
-def inference_config(model: VideoClassifier, *, classes: list[str], frame_stride: int = 1,
-                     resize: tuple[int, int] = (128, 170), keep_aspect: bool = False, norm: str,
-                     hflip: float = 0.5) -> dict[str, Any]:
-    """Everything inference needs besides the weights (stored in config.json and in training checkpoints).
+def inference_config(model: VideoClassifier, *, classes: list[str], preprocessing: Preprocessing | None = None,
+                     **fields) -> dict[str, Any]:
+    """Everything inference needs besides the weights (stored in config.json and in training checkpoints):
+    the model config, class names and the preprocessing record (its clip length and crop must be the model's).
 
-    `hflip` is the training flip probability: a model trained without flips (left/right matters to its
-    classes) is evaluated without mirrored views.
+    Without `preprocessing`, the record is built here from the model's clip length and crop and `fields`
+    (other `Preprocessing` fields; `resize` may be a (height, width) pair, with `keep_aspect`).
     """
+    if preprocessing is None:
+        resize = Resize.parse(fields.pop("resize", Preprocessing().resize), fields.pop("keep_aspect", False))
+        preprocessing = Preprocessing(resize=resize, clip_len=model.config.clip_len,
+                                      crop_size=model.config.input_size, **fields)
     if len(classes) != model.num_classes:
         raise ValueError(f"{len(classes)} class names for a model with {model.num_classes} outputs")
+    if (preprocessing.clip_len, preprocessing.crop_size) != (model.config.clip_len, model.config.input_size):
+        raise ValueError(f"preprocessing for {preprocessing.clip_len}-frame clips of {preprocessing.crop_size} px "
+                         f"but the model takes {model.config.clip_len} frames of {model.config.input_size} px")
     return {
         "format_version": FORMAT_VERSION,
         "model": asdict(model.config),
         "classes": list(classes),
         "clip_len": model.config.clip_len,
-        "frame_stride": frame_stride,
         "input_size": model.config.input_size,
-        "resize": list(resize),
-        "keep_aspect": keep_aspect,
-        "norm": norm,
-        "hflip": hflip,
+        "preprocessing": preprocessing.to_dict(),
     }
+
+
+def preprocessing_of(info: dict[str, Any], *, where: str) -> Preprocessing:
+    """The record of an inference dict (also of one written before the record existed); CheckpointError
+    naming `where` when it cannot describe model input."""
+    try:
+        return Preprocessing.from_info(info)
+    except PreprocessingError as e:
+        raise CheckpointError(f"{where}: {e}") from None
 
 
 def save_pretrained(model: VideoClassifier, folder: str | Path, *, info: dict[str, Any]) -> Path:
@@ -168,9 +185,6 @@ def load_model(path: str | Path, *, map_location: str | torch.device = "cpu") ->
 
 
 # --------------------------------------------------------------------------------------- validation
-#: Largest frame side (pixels) a model's `resize` / `input_size` may ask for.
-MAX_SIDE = 4096
-
 
 def build_checked(info: dict[str, Any], *, where: str) -> VideoClassifier:
     """The model `info["model"]` describes; a config that cannot build one is a CheckpointError naming `where`."""
@@ -200,8 +214,6 @@ def validate_model_files(model: VideoClassifier, state: dict, info: dict[str, An
 
 
 def _check_inference_info(info: dict[str, Any], cfg, *, where: str) -> None:
-    from actionbert.data.transforms import NORMALIZATION
-
     def bad(problem: str):
         raise CheckpointError(f"{where}: {problem}")
 
@@ -217,19 +229,12 @@ def _check_inference_info(info: dict[str, Any], cfg, *, where: str) -> None:
         value = info.get(key)
         if not _is_int(value) or value != expected:
             bad(f"'{key}' is {value!r} but the model was built for {expected}")
-    if not _is_int(info.get("frame_stride", 1)) or info.get("frame_stride", 1) < 1:
-        bad(f"'frame_stride' must be an integer >= 1, got {info.get('frame_stride')!r}")
     if not 1 <= cfg.input_size <= MAX_SIDE:
         bad(f"'input_size' {cfg.input_size} is not a usable crop size (1..{MAX_SIDE} pixels)")
-    resize = info.get("resize", [128, 170])
-    if (not isinstance(resize, (list, tuple)) or len(resize) != 2
-            or not all(_is_int(r) and 1 <= r <= MAX_SIDE for r in resize)):
-        bad(f"'resize' must be [height, width] in pixels (1..{MAX_SIDE}), got {resize!r}")
-    fits = resize[0] if info.get("keep_aspect") else min(resize)
-    if fits < cfg.input_size:
-        bad(f"'resize' {list(resize)} is smaller than the {cfg.input_size}-pixel crop ('input_size')")
-    if info.get("norm") not in NORMALIZATION:
-        bad(f"'norm' must be one of {sorted(NORMALIZATION)}, got {info.get('norm')!r}")
+    pre = preprocessing_of(info, where=where)
+    if (pre.clip_len, pre.crop_size) != (cfg.clip_len, cfg.input_size):
+        bad(f"the preprocessing record asks for {pre.clip_len}-frame clips of {pre.crop_size} px but the model "
+            f"was built for {cfg.clip_len} frames of {cfg.input_size} px")
 
 
 def _is_int(value) -> bool:

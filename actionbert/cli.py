@@ -209,17 +209,23 @@ def _args_prepare(p: argparse.ArgumentParser) -> None:
     p.add_argument("--clip-len", type=int, default=32,
                    help="frames of a training clip: shorter videos are kept with the caveat 'short: N frames "
                         "looped to fill a 32-frame clip' (default 32; 0: no such caveat)")
-    p.add_argument("--cache", action="store_true", help="also store decoded frames (short side 128) for fast "
-                                                        "training")
+    p.add_argument("--cache", action="store_true", help="also store decoded frames, resized by --resize, for "
+                                                        "fast training")
+    p.add_argument("--resize", default=None, metavar="HxW|S",
+                   help="frame size of the cache: the model's data.resize, HEIGHTxWIDTH (default 128x170), or one "
+                        "number S for short side S with the aspect kept (data.keep_aspect); a cache made for "
+                        "another size is not used by train/eval (they decode and say so)")
     p.add_argument("--frames", action="store_true", help="also write img_%%05d.jpg frame folders (reference "
                                                          "format)")
-    p.add_argument("--short-side", type=int, default=128, help="short side of cached / exported frames (px)")
+    p.add_argument("--short-side", type=int, default=128, help="short side of exported JPEG frames (--frames), px")
     p.add_argument("--workers", type=int, default=2, help="videos probed in parallel")
     p.add_argument("--quiet", action="store_true", help="no progress bar")
 
 
 def _run_prepare(args: argparse.Namespace) -> int:
+    from actionbert.data.cache import DEFAULT_CACHE_RESIZE
     from actionbert.data.prepare import prepare_dataset
+    from actionbert.preprocessing import Resize
 
     split_files = {k: v for k, v in (("train", args.train_list), ("val", args.val_list),
                                      ("test", args.test_list)) if v}
@@ -229,6 +235,7 @@ def _run_prepare(args: argparse.Namespace) -> int:
                                  split_files=split_files or None, split=args.split, annotations=args.annotations,
                                  val_fraction=args.val_fraction, seed=args.seed, min_frames=args.min_frames,
                                  cache=args.cache, frames=args.frames, cache_short_side=args.short_side,
+                                 cache_resize=Resize.from_text(args.resize) if args.resize else DEFAULT_CACHE_RESIZE,
                                  workers=args.workers, group_by=args.group_by, clip_len=args.clip_len or None,
                                  progress=progress)
     except (FileNotFoundError, ValueError) as e:
@@ -563,7 +570,7 @@ def _run_convert(args: argparse.Namespace) -> int:
     m = cfg["model"]
     print(f"wrote {folder}: {m['backbone']} + {m['head']}"
           f"{' + ' + m['reduction'] if m['reduction'] else ''}, {m['num_classes']} classes, "
-          f"clip {cfg['clip_len']} x {cfg['input_size']}px, norm {cfg['norm']}")
+          f"clip {cfg['clip_len']} x {cfg['input_size']}px, norm {cfg['preprocessing']['norm']}")
     return 0
 
 
@@ -578,12 +585,12 @@ def _args_export(p: argparse.ArgumentParser) -> None:
 
 def _run_export(args: argparse.Namespace) -> int:
     from actionbert.checkpoint import CheckpointError, load_model
-    from actionbert.export import TOLERANCE, ExportCheckError, export_model
+    from actionbert.export import TOLERANCE, ExportCheckError, export_metadata, export_model
 
     try:
         model, info = load_model(args.model)
         result = export_model(model, args.out, format=args.format, clip_len=info.get("clip_len"),
-                              input_size=info.get("input_size"), batch=args.batch)
+                              input_size=info.get("input_size"), batch=args.batch, metadata=export_metadata(info))
     except (CheckpointError, ExportCheckError, ValueError) as e:
         print(f"error: {e}", file=sys.stderr)
         return EXIT_ERROR

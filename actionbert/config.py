@@ -24,6 +24,9 @@ import yaml
 from actionbert.errors import UsageError
 from actionbert.models import ModelConfig, get_backbone_spec
 from actionbert.precisions import TRAIN_PRECISIONS
+from actionbert.preprocessing import CROP_SCALES, Preprocessing, Resize
+
+_DEFAULT = Preprocessing()
 
 
 @dataclass(frozen=True)
@@ -33,7 +36,7 @@ class DataConfig:
     Args:
         root: folder written by `actionbert prepare` (classes.txt, train.csv, val.csv, optional cache).
         frame_stride: step between the consecutive frames of a clip (the paper: 1).
-        resize: frames are resized to (height, width) before cropping (the paper: 128 x 170).
+        resize: frames are resized to (height, width) before cropping (default: the record's, 128 x 170).
         keep_aspect: resize the short side to resize[0] instead, keeping the aspect ratio.
         norm: normalisation preset ("torchvision" or "hara"); None = the backbone's pretrained source.
         hflip: probability of a horizontal flip in training (0.5; use 0 when left/right is part of a class).
@@ -44,11 +47,11 @@ class DataConfig:
 
     root: str = ""
     frame_stride: int = 1
-    resize: tuple[int, int] = (128, 170)
+    resize: tuple[int, int] = (_DEFAULT.resize.height, _DEFAULT.resize.width)
     keep_aspect: bool = False
     norm: str | None = None
-    hflip: float = 0.5
-    crop_scales: tuple[float, ...] = (1.0, 0.875, 0.75, 0.66)
+    hflip: float = _DEFAULT.hflip
+    crop_scales: tuple[float, ...] = CROP_SCALES
     num_workers: int = 2
     val_split: str = "val"
 
@@ -315,11 +318,6 @@ def dump_config(cfg: RunConfig) -> str:
     return yaml.safe_dump(config_to_dict(cfg), sort_keys=False)
 
 
-def transform_resize(resize, keep_aspect: bool):
-    """The `resize` argument of the data transforms: (H, W) ignoring aspect, or the short side (an int)."""
-    return int(resize[0]) if keep_aspect else (int(resize[0]), int(resize[1]))
-
-
 # --------------------------------------------------------------------------------------------- resume
 #: Settings a resumed run may change: they do not alter what the remaining epochs compute from the run's
 #: state (train.out: the run folder may have been moved).
@@ -357,3 +355,13 @@ def resume_config(saved: RunConfig, requested: RunConfig) -> tuple[RunConfig, li
         raw[section][name] = want[key]
     applied = [f"applying {k} {have[k]!r} -> {want[k]!r}" for k in changed]
     return config_from_dict(raw, where="resumed config"), applied + kept
+def preprocessing_of(cfg: RunConfig) -> Preprocessing:
+    """The preprocessing record of a run, built once here (see `actionbert.preprocessing`); raises ConfigError
+    for a combination that cannot describe model input (e.g. a resize smaller than the crop)."""
+    d, m = cfg.data, cfg.model
+    try:
+        return Preprocessing(resize=Resize.parse(d.resize, keep_aspect=d.keep_aspect), crop_size=m.input_size,
+                             norm=d.norm or get_backbone_spec(m.backbone).norm, clip_len=m.clip_len,
+                             frame_stride=d.frame_stride, hflip=d.hflip, crop_scales=tuple(d.crop_scales))
+    except ValueError as e:
+        raise ConfigError(f"data/model config: {e}") from None

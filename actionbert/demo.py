@@ -30,6 +30,7 @@ from actionbert.compare import METHOD_NOTE
 from actionbert.config import DataConfig, ModelConfig, RunConfig, TrainConfig
 from actionbert.fileio import atomic_write_text, to_json
 from actionbert.report import write_ablation_page
+from actionbert.preprocessing import Resize
 
 
 @dataclass(frozen=True)
@@ -121,7 +122,7 @@ def run_demo(demo: DemoConfig, *, log: Callable[[str], None] = lambda s: None,
     demo = _resolve_precision(demo, log)
     log("2/4 preparing it (index, split, decoded cache)")
     prepared = out / "prepared"
-    prepare_dataset(raw, prepared, val_fraction=0.25, seed=demo.seed, cache=True, cache_short_side=min(demo.resize))
+    prepare_dataset(raw, prepared, val_fraction=0.25, seed=demo.seed, cache=True, cache_resize=Resize(*demo.resize))
     base = base_config(demo, prepared)
     evaluations: dict[str, dict] = {}
 

@@ -28,8 +28,7 @@ import torch
 from torch.utils.data import DataLoader, Subset
 
 from actionbert import runtime
-from actionbert.checkpoint import CheckpointError, load_model
-from actionbert.config import transform_resize
+from actionbert.checkpoint import CheckpointError, load_model, preprocessing_of
 from actionbert.errors import UsageError
 from actionbert.fileio import atomic_write_text, to_json
 from actionbert.metrics import classification_report, topk_accuracy
@@ -93,14 +92,15 @@ def evaluate(model_path: str | Path, *, data: str | Path, split: str = "val", vi
     model = prepare_for_inference(model, precision=precision, device=dev) if fast else model.to(dev).eval()
     if list(classes) != list(info["classes"]):
         raise CheckpointError(f"{model_path}: trained on classes {info['classes']} but {data} has {classes}")
+    pre = preprocessing_of(info, where=str(model_path))
     notes = []
-    if v.crops == 10 and info.get("hflip", 0.5) == 0:
-        v = Views(v.clips, 5)
+    if v.crops > pre.test_crops:
+        v = Views(v.clips, pre.test_crops)
         notes.append("trained without horizontal flips: mirrored views left out (5 crops)")
-    loader = _test_loader(samples, info, v, seed=seed, batch_size=batch_size, workers=workers, device=dev)
+    loader = _test_loader(samples, pre, v, seed=seed, batch_size=batch_size, workers=workers, device=dev)
     orders = ORDERS if temporal_check else ORDERS[:1]
     gen = torch.Generator().manual_seed(seed)
-    shuffle = torch.randperm(info["clip_len"], generator=gen)
+    shuffle = torch.randperm(pre.clip_len, generator=gen)
     scores = _Scores(orders)
     with torch.inference_mode():
         for batch in loader:
@@ -127,16 +127,15 @@ def evaluate(model_path: str | Path, *, data: str | Path, split: str = "val", vi
     return report
 
 
-def _test_loader(samples, info: dict, v: Views, *, seed: int, batch_size: int, workers: int,
+def _test_loader(samples, pre, v: Views, *, seed: int, batch_size: int, workers: int,
                  device: torch.device) -> DataLoader:
-    """The chosen test windows of `samples`, each item carrying its `v.crops` views."""
-    from actionbert.data import VideoClipDataset, collate_clips, eval_transform, ten_crop_transform
+    """The chosen test windows of `samples`, each item carrying its `v.crops` views of the record `pre`."""
+    from actionbert.data import VideoClipDataset, collate_clips
+    from actionbert.data.transforms import transforms_for
 
-    look = dict(resize=transform_resize(info["resize"], info.get("keep_aspect", False)),
-                crop_size=info["input_size"], norm=info["norm"])
-    transform = eval_transform(**look) if v.crops == 1 else _first_views(ten_crop_transform(**look), v.crops)
-    dataset = VideoClipDataset(samples, clip_len=info["clip_len"], mode="test", frame_stride=info["frame_stride"],
-                               transform=transform, seed=seed)
+    looks = transforms_for(pre)
+    transform = looks["val"] if v.crops == 1 else _first_views(looks["test"], v.crops)
+    dataset = VideoClipDataset(samples, preprocessing=pre, mode="test", transform=transform, seed=seed)
     chosen = [i for i, (s, k, count) in enumerate(dataset.items) if k in select_windows(count, v.clips)]
     return DataLoader(Subset(dataset, chosen), batch_size=batch_size, shuffle=False, num_workers=workers,
                       collate_fn=collate_clips, pin_memory=device.type == "cuda")
@@ -193,12 +192,8 @@ class _Scores:
             tc["order_dependence"] = tc["original"]["top1"] - tc["shuffled"]["top1"]
             tc["shuffle_permutation"] = shuffle.tolist()
             report["temporal_check"] = tc
-        probs = per_video["original"].softmax(dim=1)  # (N, K): softmax of each video's mean logits
-        report["predictions"] = [
-            {"video_id": i, "label": classes[self.labels[i]], "predicted": classes[int(probs[j].argmax())],
-             "label_probability": round(float(probs[j, self.labels[i]]), 4),
-             "predicted_probability": round(float(probs[j].max()), 4)}
-            for j, i in enumerate(ids)]
+        report["predictions"] = video_rows(ids, per_video["original"], [classes[self.labels[i]] for i in ids],
+                                           classes)
         return report
 
 
@@ -210,6 +205,18 @@ def _per_video(failures: list[dict]) -> list[dict]:
         entry = out.setdefault(f["video_id"], {"video_id": f["video_id"], "reason": f["reason"], "windows": 0})
         entry["windows"] += 1
     return list(out.values())
+
+
+def video_rows(ids: list[str], logits: torch.Tensor, labels: list[str], classes: list[str]) -> list[dict]:
+    """One row per video: its label, the predicted class and the scores of every class: `probabilities`, the
+    softmax of the video's mean raw logits over all its views (windows x crops, the paper's protocol: the
+    predicted class is their argmax), and those mean `logits`."""
+    probs = logits.softmax(dim=1)  # (N, K)
+    return [{"video_id": vid, "label": label, "predicted": classes[int(logits[j].argmax())],
+             "label_probability": round(float(probs[j, classes.index(label)]), 4),
+             "predicted_probability": round(float(probs[j].max()), 4),
+             "probabilities": [float(p) for p in probs[j]], "logits": [float(v) for v in logits[j]]}
+            for j, (vid, label) in enumerate(zip(ids, labels))]
 
 
 def _first_views(ten_crop, n: int):
@@ -234,9 +241,11 @@ def write_report(report: dict, out: Path) -> None:
         for name, row in zip(classes, cm):
             w.writerow([name, *row])
     with open(out / "predictions.csv", "w", newline="") as f:
-        w = csv.DictWriter(f, fieldnames=list(report["predictions"][0]))
-        w.writeheader()
-        w.writerows(report["predictions"])
+        w = csv.writer(f)  # then one column per class: its probability for the video ("p_<class>")
+        w.writerow(["video_id", "label", "predicted", "label_probability", "predicted_probability",
+                    *(f"p_{c}" for c in classes)])
+        w.writerows([r["video_id"], r["label"], r["predicted"], r["label_probability"], r["predicted_probability"],
+                     *(f"{p:.9g}" for p in r["probabilities"])] for r in report["predictions"])
     from actionbert.plots import plot_confusion
 
     plot_confusion(torch.tensor(cm).numpy(), classes, out / "confusion.png",

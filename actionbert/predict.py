@@ -23,10 +23,10 @@ from typing import Callable, Iterable
 import torch
 
 from actionbert import runtime
-from actionbert.config import transform_resize
 from actionbert.data.caveats import short_caveat, truncation_caveat
 from actionbert.data.decode import VideoDecodeError, VideoStream
 from actionbert.data.sampling import circular_indices, clip_span
+from actionbert.preprocessing import Preprocessing
 
 
 @dataclass
@@ -55,8 +55,9 @@ class Predictor:
 
     Args:
         model: a `VideoClassifier` (put in eval mode here).
-        info: the inference dict of the checkpoint / model folder (classes, clip_len, frame_stride, resize,
-            keep_aspect, input_size, norm).
+        info: the inference dict of the checkpoint / model folder: class names and the preprocessing record
+            (`Preprocessing.from_info`, also for files written before the record), the only source of the clip
+            length, stride, resize, crop and normalisation.
         device: where the model runs.
         precision: "fp32" or "bf16"/"fp16" autocast.
         hop: frames between window starts (default: one clip span, i.e. non-overlapping windows).
@@ -67,7 +68,7 @@ class Predictor:
 
     def __init__(self, model, info: dict, *, device: torch.device | str = "cpu", precision: str = "fp32",
                  hop: int | None = None, batch_size: int = 4, fast: bool = True) -> None:
-        from actionbert.data.transforms import eval_transform
+        from actionbert.data.transforms import transforms_for
         from actionbert.inference import prepare_for_inference
 
         self.device = torch.device(device)
@@ -76,8 +77,9 @@ class Predictor:
         self.fast = fast
         self.info = info
         self.classes = list(info["classes"])
-        self.clip_len = int(info["clip_len"])
-        self.stride = int(info.get("frame_stride", 1))
+        self.preprocessing = pre = Preprocessing.from_info(info)
+        self.clip_len = pre.clip_len
+        self.stride = pre.frame_stride
         self.span = clip_span(self.clip_len, self.stride)
         self.hop = self.span if hop is None else int(hop)
         if self.hop < 1:
@@ -86,9 +88,7 @@ class Predictor:
             raise ValueError(f"batch_size must be >= 1, got {batch_size}")
         self.precision = precision
         self.batch_size = batch_size
-        self.resize = tuple(info.get("resize", (128, 170)))
-        self.transform = eval_transform(resize=transform_resize(self.resize, bool(info.get("keep_aspect"))),
-                                        crop_size=int(info["input_size"]), norm=info["norm"])
+        self.transform = transforms_for(pre)["val"]  # centre crop
         self.has_attention = model.config.head == "bert"
 
     def predict(self, path: str | Path, *, topk: int = 5) -> Prediction:
@@ -101,9 +101,9 @@ class Predictor:
         if topk < 1:
             raise ValueError(f"topk must be >= 1, got {topk}")
         pred = Prediction(video=str(path))
-        # resized in the decoder's colour conversion: full-size frames never exist
-        stream = (VideoStream(path, short_side=self.resize[0]) if self.info.get("keep_aspect")
-                  else VideoStream(path, size=self.resize))
+        # resized by the record's rule in the decoder's colour conversion (as the cache and the dataset do):
+        # full-size frames never exist
+        stream = VideoStream(path, size=self.preprocessing.resize)
         window_logits: list[torch.Tensor] = []
         try:
             for starts, logits, attention in self._windows(stream, pred):

@@ -31,12 +31,12 @@ from torch.utils.data import DataLoader, DistributedSampler
 
 from actionbert import runfolder, runtime
 from actionbert.checkpoint import inference_config, load_checkpoint
-from actionbert.config import (RunConfig, TrainConfig, config_from_dict, config_to_dict, dump_config, resolve,
-                               resume_config, transform_resize)
+from actionbert.config import (RunConfig, TrainConfig, config_from_dict, config_to_dict, dump_config,
+                               preprocessing_of, resolve, resume_config)
 from actionbert.errors import DataError, MissingFileError, UsageError
 from actionbert.fileio import atomic_write, atomic_write_text
 from actionbert.metrics import topk_correct
-from actionbert.models import BertHead, VideoClassifier, get_backbone_spec
+from actionbert.models import BertHead, VideoClassifier
 
 METRIC_FIELDS = ["epoch", "train_loss", "train_top1", "val_loss", "val_top1", "lr", "failures", "clips_per_s",
                  "seconds"]
@@ -103,7 +103,7 @@ def set_train_mode(model: nn.Module, *, freeze_bn: bool) -> None:
 # ------------------------------------------------------------------------------------------------ data
 def build_datasets(cfg: RunConfig):
     """(train dataset, val dataset, classes) from the prepared folder `cfg.data.root`."""
-    from actionbert.data import VideoClipDataset, eval_transform, load_split, train_transform
+    from actionbert.data import VideoClipDataset, load_split
 
     root = Path(cfg.data.root)
     if not (root / "classes.txt").is_file():
@@ -115,13 +115,9 @@ def build_datasets(cfg: RunConfig):
     if not train_samples:
         raise DataError(f"{root / 'train.csv'}: no training videos; run `actionbert prepare` again")
     val_samples, _ = load_split(root, cfg.data.val_split)
-    d, m = cfg.data, cfg.model
-    look = dict(resize=transform_resize(d.resize, d.keep_aspect), crop_size=m.input_size,
-                norm=d.norm or get_backbone_spec(m.backbone).norm)
-    common = dict(clip_len=m.clip_len, frame_stride=d.frame_stride, seed=cfg.train.seed)
-    train_ds = VideoClipDataset(train_samples, mode="train", **common,
-                                transform=train_transform(**look, flip_p=d.hflip, scales=d.crop_scales))
-    val_ds = VideoClipDataset(val_samples, mode="val", transform=eval_transform(**look), **common)
+    pre = preprocessing_of(cfg)  # the one record: transforms, decoding, cache check, and the checkpoints
+    train_ds = VideoClipDataset(train_samples, mode="train", preprocessing=pre, seed=cfg.train.seed)
+    val_ds = VideoClipDataset(val_samples, mode="val", preprocessing=pre, seed=cfg.train.seed)
     return train_ds, val_ds, classes
 
 
@@ -310,8 +306,7 @@ def _fit(cfg: RunConfig, parts: _Parts, progress: _Progress, train_ds, val_ds, c
                                pin_memory=pin)
     val_loader = make_loader(val_ds, batch_size=t.batch_size, shuffle=False, seed=t.seed, info=info,
                              workers=cfg.data.num_workers, pin_memory=pin)
-    infer = inference_config(parts.core, classes=classes, frame_stride=cfg.data.frame_stride, resize=cfg.data.resize,
-                             keep_aspect=cfg.data.keep_aspect, norm=cfg.data.norm, hflip=cfg.data.hflip)
+    infer = inference_config(parts.core, classes=classes, preprocessing=train_ds.preprocessing)
     has_val, total_failures = len(val_ds) > 0, 0
     if p.start_epoch >= t.epochs and info.is_main:
         hooks.on_message(f"the run already has {p.start_epoch} epoch(s) and train.epochs is {t.epochs}: nothing to "

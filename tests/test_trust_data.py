@@ -263,7 +263,7 @@ def test_the_dataset_checks_caches_under_cache_dir_once_per_video(tmp_path, vide
 def test_cache_status_rules(tmp_path, video_tools):
     video = video_tools.write_coded(tmp_path / "v.mp4", 8)
     cache = tmp_path / "c" / "v.npy"
-    cache_video(video, cache, short_side=16)
+    cache_video(video, cache, resize=16)
     assert cache_status(cache, video) is None
     content = video.read_bytes()
     video.unlink()

@@ -142,8 +142,11 @@ def _edit_weights(folder: Path, change) -> None:
 
 
 def _edit_config(folder: Path, **changes) -> None:
+    """Change keys of config.json; those of the preprocessing record are changed inside it."""
     config = json.loads((folder / "config.json").read_text())
-    config.update(changes)
+    record = config["preprocessing"]
+    for key, value in changes.items():
+        (record if key in ("resize", "norm", "frame_stride") else config)[key] = value
     (folder / "config.json").write_text(json.dumps(config))
 
 
@@ -196,4 +199,4 @@ def test_predict_with_a_damaged_model_is_one_error_line_not_a_video_error(model_
     code, out, err = _run(capsys, "predict", folder, videos["a"], "--device", "cpu")
     assert code == 2 and out == ""
     assert err.strip().splitlines() == [f"error: {folder / 'config.json'}: 'resize' [8, 8] is smaller than the "
-                                        f"32-pixel crop ('input_size')"]
+                                        f"32-pixel crop ('crop_size')"]

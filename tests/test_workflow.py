@@ -18,6 +18,7 @@ from actionbert.data import make_synthetic_dataset, prepare_dataset
 from actionbert.data.synthetic import write_video
 from actionbert.evaluate import Views, evaluate, select_windows
 from actionbert.predict import Predictor
+from actionbert.preprocessing import Resize
 from actionbert.train import TrainHooks, train
 
 NUM_CLASSES = 4
@@ -28,7 +29,7 @@ def prepared(tmp_path_factory) -> Path:
     root = tmp_path_factory.mktemp("wf")
     raw = make_synthetic_dataset(root / "videos", num_classes=NUM_CLASSES, videos_per_class=4, num_frames=20,
                                  size=(48, 64), clip_len=16, seed=1)
-    prepare_dataset(raw, root / "prepared", val_fraction=0.25, seed=0, cache=True, cache_short_side=36)
+    prepare_dataset(raw, root / "prepared", val_fraction=0.25, seed=0, cache=True, cache_resize=Resize(36, 48))
     return root / "prepared"
 
 
@@ -151,14 +152,12 @@ def test_no_mirrored_views_for_a_model_trained_without_flips(prepared, tmp_path)
 
 def test_evaluate_mean_of_raw_logits_matches_manual(prepared, trained):
     """Video logits are the mean of raw logits over the 10 crops, checked against a direct computation."""
-    from actionbert.config import transform_resize
-    from actionbert.data import VideoClipDataset, load_split, ten_crop_transform
+    from actionbert.data import VideoClipDataset, load_split
+    from actionbert.preprocessing import Preprocessing
 
     model, info = load_model(trained)
     samples, classes = load_split(prepared, "val")
-    ds = VideoClipDataset(samples, clip_len=16, mode="test",
-                          transform=ten_crop_transform(resize=transform_resize(info["resize"], False),
-                                                       crop_size=32, norm=info["norm"]))
+    ds = VideoClipDataset(samples, preprocessing=Preprocessing.from_info(info), mode="test")
     with torch.no_grad():
         preds = [classes[int(model(ds[i]["video"]).mean(0).argmax())] for i in range(len(ds))]
     report = evaluate(trained, data=prepared, split="val")
@@ -217,7 +216,7 @@ def test_predict_uses_checkpoint_settings(trained, tmp_path):
     model, info = load_model(trained)
     p = Predictor(model, info)
     assert (p.clip_len, p.span, p.hop) == (16, 16, 16)
-    assert p.transform.crop_size == 32 and p.transform.resize == (36, 48) and p.transform.norm == "torchvision"
+    assert p.transform.crop_size == 32 and p.transform.resize == Resize(36, 48) and p.transform.norm == "torchvision"
 
 
 def test_ablation_table(prepared, tmp_path):
@@ -285,7 +284,7 @@ def test_cli_walks_the_whole_workflow(tmp_path, capsys):
                      "--length", "0.96"]) == 0  # 24-frame windows at 25 fps
     assert len(list((tmp_path / "clips").rglob("*.mp4"))) == 8
     assert main(["prepare", str(tmp_path / "clips"), "--out", str(tmp_path / "prep"), "--val-fraction", "0.5",
-                 "--cache"]) == 0
+                 "--cache", "--resize", "36x48"]) == 0
     cfg = tmp_path / "cfg.yaml"
     cfg.write_text(f"""
 model: {{backbone: r2plus1d_tiny, head: bert, clip_len: 16, input_size: 32}}
@@ -331,10 +330,10 @@ def test_early_stopping_ends_the_run(prepared, tmp_path):
 def test_fast_inference_path_matches_the_eager_model(prepared, trained, tmp_path):
     fast = evaluate(trained, data=prepared, split="val", views="1x1")
     eager = evaluate(trained, data=prepared, split="val", views="1x1", fast=False)
-    assert [(p["video_id"], p["predicted"]) for p in fast["predictions"]] == \
-        [(p["video_id"], p["predicted"]) for p in eager["predictions"]]
-    for f, e in zip(fast["predictions"], eager["predictions"]):  # two numerical paths: equal up to rounding
-        assert f["predicted_probability"] == pytest.approx(e["predicted_probability"], abs=1e-3)
+    pick = [{k: p[k] for k in ("video_id", "label", "predicted")} for p in fast["predictions"]]
+    assert pick == [{k: p[k] for k in ("video_id", "label", "predicted")} for p in eager["predictions"]]
+    for p, q in zip(fast["predictions"], eager["predictions"], strict=True):
+        assert p["probabilities"] == pytest.approx(q["probabilities"], abs=1e-4)
     model, info = load_model(trained)
     video = _long_video(tmp_path / "v.mp4", 40)
     a = Predictor(model, info).predict(video)

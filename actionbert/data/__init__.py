@@ -5,7 +5,9 @@ math: which frames) -> `transforms` (resize, crop, flip, normalise) -> `dataset`
 `prepare` indexes and checks a dataset once (its input `layouts`, the symlink-safe folder `walk`, `labels`
 checks, `caveats`, `problems`, `splits`), `cache` stores decoded frames for fast epochs, `clips` cuts long
 videos into clips (recorded in `cliplist`), `synthetic` writes the built-in demo dataset. `framefolder` reads
-image folders as videos; `videoinfo` holds what decoding reports.
+image folders as videos; `videoinfo` holds what decoding reports; `container` opens files (one error per
+problem) and `seekindex` maps packet timestamps to frame indices for seeking. How frames are resized, cropped
+and normalised is the record in `actionbert.preprocessing`.
 """
 
 from actionbert.data.cache import StaleCacheWarning, cache_file, cache_video, read_cached, write_frame_folder

@@ -1,11 +1,14 @@
 """Decoded-frame cache (`prepare --cache`) and reference-style JPEG frame folders (`prepare --frames`).
 
-The cache stores every frame of a video once, decoded and resized to training resolution (short side 128 px,
-aspect ratio kept, uint8 RGB), as one `.npy` file per video of shape (T, H, W, 3). NumPy's `.npy` format is a
+The cache stores every frame of a video once, decoded and resized exactly as the preprocessing record asks
+(`preprocessing.Resize`: the paper's 128 x 170, uint8 RGB, resized in the decoder's one swscale call, the same
+call `read_frames` and `VideoStream` make), as one `.npy` file per video of shape (T, H, W, 3). So a clip read
+from the cache is bit-identical to the same clip decoded from the video, and a frame is resampled once. NumPy's `.npy` format is a
 small header followed by the raw array, so a file is memory-mapped and a 32-frame clip is a copy of 32
 contiguous frames: no decoding, no JPEG, no per-frame file opens. That is what makes it more than 10x faster
-than JPEG frame folders (see benchmarks/data.py). The price is disk space: a 128 x 171 frame takes 64 KiB,
-about 10x a JPEG of the same size (UCF101 at this size is ~160 GB); `prepare` reports the total.
+than JPEG frame folders (see benchmarks/data.py). The price is disk space: a 128 x 170 frame takes 63.75 KiB
+(65,280 bytes; before the record, frames kept their aspect at short side 128: 64.1 KiB for 4:3, 85.5 KiB for
+16:9), about 10x a JPEG of the same size (UCF101 at this size is ~160 GB); `prepare` reports the total.
 
 Files are named from the video id (readable part plus a hash, ASCII only) and written atomically (a temporary
 name, then a rename), so an interrupted `prepare` never leaves a half-written file that looks complete. One
@@ -16,7 +19,9 @@ Staleness: beside each `<name>.npy`, `<name>.source.json` records the identity o
 from (`source_identity`: size and mtime_ns, and a SHA-1 of its first and last 64 KiB; for a frame folder, of
 its file names and sizes). `cache_status` compares it with the video as it is now: same size and mtime, or same
 size and sampled content (a copy that did not keep times), is current; anything else (changed, replaced,
-vanished, no record) is stale. A stale cache is never read: `dataset.load_split` (and `VideoClipDataset` given a
+vanished, no record) is stale. The record also holds the resize rule the frames were made with: asked with
+another rule (`cache_status(..., resize=...)`), the cache is "made for another preprocessing" and is not read
+either (a cache from before the rule was recorded counts as made for another). A stale cache is never read: `dataset.load_split` (and `VideoClipDataset` given a
 `cache_dir`) decode the video instead and warn once per video (`StaleCacheWarning`, naming the video and why).
 """
 
@@ -34,12 +39,15 @@ import numpy as np
 import torch
 
 from actionbert.data.decode import VideoDecodeError, VideoInfo, VideoStream, iter_frames, probe, short_side_size
+from actionbert.preprocessing import Preprocessing, Resize
 
 #: Folder names inside a prepared dataset directory.
 CACHE_DIRNAME = "cache"
 FRAMES_DIRNAME = "frames"
-#: Short side of cached frames and exported JPEG frames, in pixels (METHOD.md §7 trains at 128 px height).
+#: Short side of exported JPEG frames (`prepare --frames`), in pixels (METHOD.md §7 trains at 128 px height).
 CACHE_SHORT_SIDE = 128
+#: The resize rule of cached frames unless `prepare` is told otherwise: the default record's.
+DEFAULT_CACHE_RESIZE = Preprocessing().resize
 
 
 def cache_file(cache_dir: str | os.PathLike, video_id: str) -> Path:
@@ -89,13 +97,16 @@ def source_identity(video: str | os.PathLike, *, sample: bool = True) -> dict:
     return identity
 
 
-def cache_status(cache: str | os.PathLike, video: str | os.PathLike) -> str | None:
-    """None when `cache` holds the frames of `video` as it is now; else why it is stale, in words."""
+def cache_status(cache: str | os.PathLike, video: str | os.PathLike, *, resize: Resize | None = None) -> str | None:
+    """None when `cache` holds the frames of `video` as it is now (resized by `resize`, when given); else why
+    it may not be used, in words."""
     try:
         recorded = json.loads(source_file(cache).read_text(encoding="utf-8"))
         recorded_size, recorded_time = int(recorded["size"]), int(recorded["mtime_ns"])
     except (OSError, ValueError, KeyError, TypeError):
         return "the cache has no valid record of the video it was made from (rerun `actionbert prepare --cache`)"
+    if resize is not None and recorded.get("resize") != resize.to_dict():
+        return _other_resize(recorded.get("resize"), resize)
     try:
         now = source_identity(video, sample=False)
     except OSError as e:
@@ -111,9 +122,26 @@ def cache_status(cache: str | os.PathLike, video: str | os.PathLike) -> str | No
     return None if same else "the video changed since the cache was written (same size, other content)"
 
 
+def resize_mismatch(cache: str | os.PathLike, resize: Resize) -> str | None:
+    """Why `cache` was made for another resize rule than `resize`, in words; None when it was made for it (or
+    has no readable record: `cache_status` says so)."""
+    try:
+        recorded = json.loads(source_file(cache).read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return None
+    made = recorded.get("resize") if isinstance(recorded, dict) else None
+    return None if made == resize.to_dict() else _other_resize(made, resize)
+
+
+def _other_resize(made, resize: Resize) -> str:
+    made = made or "short side 128, aspect kept (no resize recorded)"
+    return (f"it was made for other preprocessing (frames {made}, the model's record asks for "
+            f"{resize.to_dict()}; rerun `actionbert prepare --cache --resize ...` with the model's resize)")
+
+
 def cache_video(video: str | os.PathLike, file: str | os.PathLike, *,
-                short_side: int = CACHE_SHORT_SIDE) -> tuple[VideoInfo, int]:
-    """Decode every frame of `video` once, at training resolution, into the cache `file`, and describe the video.
+                resize: Resize | tuple[int, int] | int = DEFAULT_CACHE_RESIZE) -> tuple[VideoInfo, int]:
+    """Decode every frame of `video` once, resized by the record's rule, into the cache `file`, and describe it.
 
     One decoding pass does what `probe` and a separate cache pass would do in two. The frames are appended to a
     temporary file behind a reserved header, which is written once the frame count is known, then the file is
@@ -123,8 +151,8 @@ def cache_video(video: str | os.PathLike, file: str | os.PathLike, *,
     Args:
         video: a video file or frame folder.
         file: the `.npy` file to write (parent folders are created).
-        short_side: short side of the stored frames in pixels (aspect ratio kept); smaller videos are stored
-            at their own size (the transform resizes them anyway, upscaling would only cost disk).
+        resize: the resize rule of the stored frames (`Resize`, a (height, width) pair, or an int short side
+            with the aspect kept), recorded beside them.
 
     Returns:
         (the video's `VideoInfo`, equal to `probe(video)`; bytes of the `.npy` file, beside which a
@@ -142,7 +170,8 @@ def cache_video(video: str | os.PathLike, file: str | os.PathLike, *,
         identity = source_identity(video)  # before decoding: a change while decoding makes the cache stale
     except OSError:
         identity = None  # the video cannot be read: decoding says why
-    stream = VideoStream(video, short_side=short_side, upscale=False)
+    resize = Resize.parse(resize)
+    stream = VideoStream(video, size=resize)
     count, frame_shape = 0, None
     try:
         with open(tmp, "wb") as out:
@@ -159,7 +188,8 @@ def cache_video(video: str | os.PathLike, file: str | os.PathLike, *,
         os.replace(tmp, file)
         record = source_file(file)
         record_tmp = record.with_name(record.name + ".part")
-        record_tmp.write_text(json.dumps({"video": os.path.abspath(video), **(identity or {})}), encoding="utf-8")
+        record_tmp.write_text(json.dumps({"video": os.path.abspath(video), **(identity or {}),
+                                                "resize": resize.to_dict()}), encoding="utf-8")
         os.replace(record_tmp, record)  # written last: a cache without its record is never used
     except BaseException:
         tmp.unlink(missing_ok=True)

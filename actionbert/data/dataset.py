@@ -7,10 +7,13 @@ One item is one clip of one video as a dict (`video`, `label`, `video_id`, `clip
 - mode "test": one item per test window (`sampling.test_window_indices`), all views of the multi-view
   transform stacked first: `video` is (V, 3, T, H, W), V = 10 for the ten-crop transform.
 
-Frames come from the decoded-frame cache when one exists for the video (`prepare --cache`) and is current,
-otherwise from the video itself, decoded directly at the transform's resize size. A cache whose video changed
-or vanished since `prepare` is never read: it is detected (`cache.cache_status`) and the video is decoded
-instead, with one `cache.StaleCacheWarning` per video naming it and the reason.
+Pixels: the dataset's `preprocessing` record (`actionbert.preprocessing.Preprocessing`) is the one source of the
+clip length, frame stride, transforms and resize rule. Frames come from the decoded-frame cache when one exists
+for the video (`prepare --cache`), is current and was made for the record's resize rule; otherwise from the
+video itself, decoded and resized by that rule in one swscale call, exactly as the cache writer did, so both
+paths give bit-identical clips. A cache whose video changed or vanished since `prepare`, or that was made for
+another resize, is never read: it is detected (`cache.cache_status`) and the video is decoded instead, with one
+`cache.StaleCacheWarning` per video naming it and the reason.
 
 Failures: a video that fails to decode does not raise out of `__getitem__` and is not replaced by another
 sample (that would bias the epoch silently). The item is a failure marker `{"error": "<file>: <reason>",
@@ -38,11 +41,13 @@ import numpy as np
 import torch
 from torch.utils.data import Dataset
 
-from actionbert.data.cache import CACHE_DIRNAME, StaleCacheWarning, cache_file, cache_status, read_cached
+from actionbert.data.cache import (CACHE_DIRNAME, StaleCacheWarning, cache_file, cache_status, read_cached,
+                                   resize_mismatch)
 from actionbert.data.decode import VideoDecodeError, read_frames
 from actionbert.data.sampling import center_clip_indices, test_window_indices, train_clip_indices
-from actionbert.data.transforms import eval_transform, ten_crop_transform, train_transform
+from actionbert.data.transforms import ClipTransform, transforms_for
 from actionbert.errors import MissingFileError
+from actionbert.preprocessing import Preprocessing
 
 MODES = ("train", "val", "test")
 #: Columns of `train.csv`, `val.csv`, `test.csv` written by `prepare`, in order.
@@ -145,32 +150,36 @@ class VideoClipDataset(Dataset):
 
     Args:
         samples: the videos (`load_split` output or hand-made `Sample`s).
-        clip_len: frames per clip (32 for R(2+1)D, 64 for ResNeXt-101).
+        preprocessing: the record; default: one with `clip_len`, `frame_stride` and the given transform's
+            resize, crop and normalisation (else the default record's).
+        clip_len: frames per clip (32 for R(2+1)D, 64 for ResNeXt-101); default: the record's.
         mode: "train" (random clip, training transform), "val" (centre clip, evaluation transform) or "test"
             (every test window, multi-view transform).
-        frame_stride: step between clip frames, in frames.
-        transform: callable `(uint8 (T, H, W, 3), rng) -> float tensor`; default by mode: `train_transform()`,
-            `eval_transform()`, `ten_crop_transform()` (112 px crops of 128 x 170 frames, torchvision norm).
+        frame_stride: step between clip frames, in frames; default: the record's.
+        transform: callable `(uint8 (T, H, W, 3), rng) -> float tensor`; default: the record's transform of
+            the mode (`transforms.transforms_for`). Frames reach it already resized by the record's rule.
         cache_dir: folder of cache files named by `cache.cache_file`; None uses each `Sample.cache`.
         seed: base seed of the per-item generators; None draws them from torch's RNG.
     """
 
-    def __init__(self, samples: Sequence[Sample], *, clip_len: int, mode: str = "train", frame_stride: int = 1,
+    def __init__(self, samples: Sequence[Sample], *, preprocessing: Preprocessing | None = None,
+                 clip_len: int | None = None, mode: str = "train", frame_stride: int | None = None,
                  transform: Callable | None = None, cache_dir: str | os.PathLike | None = None,
                  seed: int | None = None):
         if mode not in MODES:
             raise ValueError(f"mode must be one of {MODES}, got {mode!r}")
         self.samples = list(samples)
-        self.clip_len = clip_len
+        self.preprocessing = preprocessing or _record_of(transform, clip_len, frame_stride)
+        self.clip_len = clip_len = self.preprocessing.clip_len
         self.mode = mode
-        self.frame_stride = frame_stride
-        default = {"train": train_transform, "val": eval_transform, "test": ten_crop_transform}[mode]
-        self.transform = transform if transform is not None else default()
+        self.frame_stride = frame_stride = self.preprocessing.frame_stride
+        self.transform = transform if transform is not None else transforms_for(self.preprocessing)[mode]
         self.cache_dir = Path(cache_dir) if cache_dir is not None else None
         self.seed = seed
         self.epoch = 0
         self._checked: set[str] = set()  # video ids whose cache (under cache_dir) is current
         self._bypassed: set[str] = set()  # video ids whose cache is not used (warned once)
+        self._warned_other = False  # warned that caches were made for another resize rule
         # One item per video, or per (video, test window) in test mode.
         self._items: list[tuple[int, int, int]] = []  # (sample index, clip index, clips of that video)
         for s, sample in enumerate(self.samples):
@@ -226,20 +235,24 @@ class VideoClipDataset(Dataset):
                 return read_cached(cache, indices)
             except (OSError, ValueError, IndexError) as e:  # vanished or damaged since it was checked
                 self._bypass(sample, cache, f"it cannot be read ({e})")
-        size = None
-        resized = getattr(self.transform, "resized_size", None)
-        if resized is not None and sample.height > 0 and sample.width > 0:
-            size = resized(sample.height, sample.width)
-        return read_frames(sample.path, indices, size=size, num_frames=sample.num_frames)
+        return read_frames(sample.path, indices, size=self.preprocessing.resize, num_frames=sample.num_frames)
 
     def _cache(self, sample: Sample) -> str:
-        """The cache file to read for `sample`, "" for none. With `cache_dir`, its staleness is checked here
-        (once per video); a `Sample.cache` was checked by `load_split`."""
-        if self.cache_dir is None or sample.video_id in self._bypassed:
-            return "" if sample.video_id in self._bypassed else sample.cache
-        cache = cache_file(self.cache_dir, sample.video_id)
-        if sample.video_id not in self._checked:
-            if not cache.is_file():
+        """The cache file to read for `sample`, "" for none: `Sample.cache` or the file under `cache_dir`,
+        checked here once per video (current, and made for the record's resize rule)."""
+        if sample.video_id in self._bypassed:
+            return ""
+        cache = cache_file(self.cache_dir, sample.video_id) if self.cache_dir is not None else sample.cache
+        if cache and sample.video_id not in self._checked:
+            if not Path(cache).is_file():
+                return ""
+            other = resize_mismatch(cache, self.preprocessing.resize)
+            if other is not None:  # usually the whole cache: one warning, not one per video
+                self._bypassed.add(sample.video_id)
+                if not self._warned_other:
+                    self._warned_other = True
+                    _warn_stale(sample.path, cache, other + "; the same holds for every other video whose cache "
+                                                         "was made for it (not repeated)")
                 return ""
             reason = cache_status(cache, sample.path)
             if reason is not None:
@@ -258,6 +271,16 @@ class VideoClipDataset(Dataset):
         if self.seed is None:
             return np.random.default_rng(int(torch.randint(0, 2**62, (1,)).item()))
         return np.random.default_rng([self.seed, self.epoch, index])
+
+
+def _record_of(transform, clip_len: int | None, frame_stride: int | None) -> Preprocessing:
+    """The record of a dataset built from loose arguments: the transform's look (a `ClipTransform`) or the
+    default record's, with the given clip length and stride."""
+    default = Preprocessing()
+    look = {}
+    if isinstance(transform, ClipTransform):
+        look = dict(resize=transform.resize, crop_size=transform.crop_size, norm=transform.norm)
+    return Preprocessing(**look, clip_len=clip_len or default.clip_len, frame_stride=frame_stride or 1)
 
 
 def collate_clips(batch: Sequence[dict]) -> dict:

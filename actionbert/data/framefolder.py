@@ -122,12 +122,15 @@ def read_folder(folder: Path, indices: Sequence[int], size) -> torch.Tensor:
 
 
 def load_image(file: Path, size) -> np.ndarray:
-    """One image as uint8 RGB (H, W, 3), resized to `size` (height, width) if given."""
+    """One image as uint8 RGB (H, W, 3), resized to `size` (height, width) if given; a callable `size` maps the
+    image's (height, width) to it (a `preprocessing.Resize`)."""
     from PIL import Image, UnidentifiedImageError
 
     try:
         with Image.open(file) as img:
             img = img.convert("RGB")
+            if callable(size):
+                size = size(img.height, img.width)
             if size is not None and (img.height, img.width) != tuple(size):
                 img = img.resize((size[1], size[0]), Image.BILINEAR)
             return np.array(img)  # (H, W, 3), writable

@@ -50,8 +50,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable, Mapping, Sequence
 
-from actionbert.data.cache import (CACHE_DIRNAME, CACHE_SHORT_SIDE, FRAMES_DIRNAME, cache_file, cache_video,
-                                   remove_cache, write_frame_folder)
+from actionbert.data.cache import (CACHE_DIRNAME, CACHE_SHORT_SIDE, DEFAULT_CACHE_RESIZE, FRAMES_DIRNAME,
+                                   cache_file, cache_video, remove_cache, write_frame_folder)
 from actionbert.data.caveats import judge
 from actionbert.data.cliplist import CLIPS_CSV
 from actionbert.data.dataset import write_split
@@ -62,6 +62,7 @@ from actionbert.data.problems import Problem, read_problems, text_lines, write_p
 from actionbert.data.splits import assign_splits, clip_groups, own_group, stratified_split
 from actionbert.errors import DataError
 from actionbert.fileio import atomic_write_text, to_json
+from actionbert.preprocessing import Resize
 
 __all__ = ["CLIPS_CSV", "GROUP_BY", "LAYOUTS", "SPLITS", "PrepareReport", "Problem", "detect_layout",
            "prepare_dataset", "read_problems", "stratified_split"]
@@ -117,7 +118,8 @@ def prepare_dataset(data: str | os.PathLike, out: str | os.PathLike, *, layout: 
                     split_files: Mapping[str, str | os.PathLike] | None = None, split: int = 1,
                     annotations: str | os.PathLike | None = None, val_fraction: float = 0.2, seed: int = 0,
                     min_frames: int = 2, cache: bool = False, frames: bool = False,
-                    cache_short_side: int = CACHE_SHORT_SIDE, workers: int = 2, group_by: str = "auto",
+                    cache_short_side: int = CACHE_SHORT_SIDE, cache_resize: Resize = DEFAULT_CACHE_RESIZE,
+                    workers: int = 2, group_by: str = "auto",
                     clip_len: int | None = DEFAULT_CLIP_LEN, progress: Progress | None = None) -> PrepareReport:
     """Index, check, split and optionally cache a dataset (see the module docstring for files and rules).
 
@@ -142,7 +144,8 @@ def prepare_dataset(data: str | os.PathLike, out: str | os.PathLike, *, layout: 
         min_frames: fewest decodable frames a usable video needs.
         cache: also write the decoded-frame cache (`out/cache`).
         frames: also write reference-style JPEG frame folders (`out/frames`) and their lists.
-        cache_short_side: short side in pixels of cached and exported frames.
+        cache_short_side: short side in pixels of exported JPEG frames (`frames`).
+        cache_resize: resize rule of the cached frames: the model record's `resize` (default: the default's).
         workers: threads probing (and caching) videos in parallel.
         group_by: "auto": a video listed in a clips.csv written by `clips.cut_clips` (in its folder or a
             parent folder up to `root`) is grouped with the other clips of its source video, and groups are
@@ -171,7 +174,7 @@ def prepare_dataset(data: str | os.PathLike, out: str | os.PathLike, *, layout: 
     _require_two_classes(_class_list(listing.classes, entries), data)
     # one decoding pass per video measures it and, with `cache`, writes its cache file at the same time
     cache_dir = out / CACHE_DIRNAME if cache else None
-    infos = _probe_all(entries, workers, progress, cache_dir, cache_short_side)
+    infos = _probe_all(entries, workers, progress, cache_dir, cache_resize)
     usable, cache_bytes = _usable(entries, infos, cache_dir, min_frames, clip_len, problems)
 
     class_names = _class_list(listing.classes, [u.entry for u in usable])
@@ -196,6 +199,7 @@ def prepare_dataset(data: str | os.PathLike, out: str | os.PathLike, *, layout: 
     meta = {"data": os.path.abspath(data), "layout": layout, "root": os.path.abspath(root), "split": split,
             "val_fraction": val_fraction, "seed": seed, "group_by": group_by, "min_frames": min_frames,
             "clip_len": clip_len, "cache": cache, "frames": frames, "cache_short_side": cache_short_side,
+            "cache_resize": cache_resize.to_dict(),
             "counts": counts, "groups": report.groups, "problems": len(problems), "skipped": report.skipped,
             "short": report.short, "with_caveats": report.with_caveats, "cache_bytes": cache_bytes,
             "seconds": report.seconds}
@@ -323,7 +327,7 @@ def _identity(path: Path):
 
 
 def _probe_all(entries: list[Entry], workers: int, progress: Progress | None, cache_dir: Path | None,
-               short_side: int) -> dict[int, tuple[VideoInfo | VideoDecodeError, int, OSError | None]]:
+               resize: Resize) -> dict[int, tuple[VideoInfo | VideoDecodeError, int, OSError | None]]:
     """Probe every entry, in parallel; with `cache_dir`, the same decoding pass writes its cache file.
 
     Returns: id(entry) -> (its VideoInfo or the VideoDecodeError, bytes of its cache file or 0, the error that
@@ -334,7 +338,7 @@ def _probe_all(entries: list[Entry], workers: int, progress: Progress | None, ca
             if cache_dir is None:
                 return entry, (probe(entry.path), 0, None)
             try:
-                info, size = cache_video(entry.path, cache_file(cache_dir, entry.video_id), short_side=short_side)
+                info, size = cache_video(entry.path, cache_file(cache_dir, entry.video_id), resize=resize)
                 return entry, (info, size, None)
             except OSError as e:  # disk full, permissions, ...: the video itself may be fine
                 return entry, (probe(entry.path), 0, e)
