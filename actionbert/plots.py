@@ -19,11 +19,6 @@ def plot_curves(rows: Sequence[dict], path: str | Path, *, title: str = "") -> P
     return _save(charts.curves_figure(rows, title=title), path)
 
 
-def _number(value) -> float:
-    """A metric value; NaN (a gap in the curve) where it is undefined (None, empty: no validation data)."""
-    return float("nan") if value is None or value == "" else float(value)
-
-
 def plot_confusion(matrix: np.ndarray, classes: Sequence[str], path: str | Path, *, title: str = "") -> Path:
     """Row-normalised confusion matrix (rows: true class, columns: predicted), counts in the cells."""
     return _save(charts.confusion_figure(matrix, classes, title=title), path)

@@ -129,10 +129,10 @@ def test_eval_gives_the_same_per_video_scores_with_and_without_cache(real, model
         assert p["video_id"] == q["video_id"] and len(p["probabilities"]) == 2
         assert np.allclose(p["probabilities"], q["probabilities"], rtol=0, atol=1e-5), p["video_id"]
     rows = (tmp_path / "c" / "predictions.csv").read_text().splitlines()
-    assert rows[0] == "video_id,label,predicted,p_a,p_b" and len(rows) == 5
+    assert rows[0] == "video_id,label,predicted,label_probability,predicted_probability,p_a,p_b" and len(rows) == 5
     first = rows[1].split(",")
     row = next(r for r in with_cache["predictions"] if r["video_id"] == first[0])
-    assert [float(v) for v in first[3:]] == pytest.approx(row["probabilities"], abs=1e-8)
+    assert [float(v) for v in first[5:]] == pytest.approx(row["probabilities"], abs=1e-8)
 
 
 def test_eval_scores_are_the_papers_mean_over_windows_and_crops(real, model_dir):

@@ -13,6 +13,7 @@ import pytest
 
 from actionbert.config import ConfigError, TrainConfig, load_config
 from actionbert.data import make_synthetic_dataset, prepare_dataset
+from actionbert.preprocessing import Resize
 
 # rank 1 stops answering once training starts (as under SIGSTOP); rank 0 runs the real CLI
 WORKER = """
@@ -42,7 +43,7 @@ def _free_port() -> int:
 def test_a_stalled_rank_ends_the_run_after_the_timeout_with_one_error_line(tmp_path):
     raw = make_synthetic_dataset(tmp_path / "videos", num_classes=2, videos_per_class=2, num_frames=20,
                                  size=(48, 64), clip_len=16, seed=2)
-    prepare_dataset(raw, tmp_path / "prepared", val_fraction=0.5, seed=0, cache=True, cache_short_side=36)
+    prepare_dataset(raw, tmp_path / "prepared", val_fraction=0.5, seed=0, cache=True, cache_resize=Resize(36, 48))
     cfg = tmp_path / "cfg.yaml"
     cfg.write_text(f"""
 model: {{backbone: r2plus1d_tiny, head: tgap, clip_len: 16, input_size: 32}}

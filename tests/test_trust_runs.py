@@ -24,6 +24,7 @@ import torch
 from actionbert.checkpoint import load_checkpoint
 from actionbert.config import DataConfig, ModelConfig, RunConfig, TrainConfig, config_to_dict
 from actionbert.data import make_synthetic_dataset, prepare_dataset
+from actionbert.preprocessing import Resize
 from actionbert.train import TrainHooks, train
 
 BROKEN = b"\x00\x00\x00\x18ftypmp42" + b"garbage" * 50  # not a decodable video
@@ -34,7 +35,7 @@ def prepared(tmp_path_factory) -> Path:
     root = tmp_path_factory.mktemp("trust")
     raw = make_synthetic_dataset(root / "videos", num_classes=2, videos_per_class=3, num_frames=20, size=(48, 64),
                                  clip_len=16, seed=3)
-    prepare_dataset(raw, root / "prepared", val_fraction=1 / 3, seed=0, cache=True, cache_short_side=36)
+    prepare_dataset(raw, root / "prepared", val_fraction=1 / 3, seed=0, cache=True, cache_resize=Resize(36, 48))
     return root / "prepared"
 
 
@@ -243,7 +244,7 @@ def test_without_validation_videos_best_pt_is_the_last_epoch_and_no_number_is_in
 
     raw = make_synthetic_dataset(tmp_path / "videos", num_classes=2, videos_per_class=2, num_frames=20,
                                  size=(48, 64), clip_len=16, seed=4)
-    prepare_dataset(raw, tmp_path / "prepared", val_fraction=0.0, cache=True, cache_short_side=36)
+    prepare_dataset(raw, tmp_path / "prepared", val_fraction=0.0, cache=True, cache_resize=Resize(36, 48))
     cfg = tmp_path / "cfg.yaml"
     cfg.write_text(json.dumps(config_to_dict(tiny(tmp_path / "prepared", tmp_path / "run", epochs=2))))
     assert main(["train", str(cfg)]) == 0

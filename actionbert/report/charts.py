@@ -34,6 +34,11 @@ TIMELINE_LEFT, TIMELINE_RIGHT = 0.07, 0.78
 LEGEND_CHARS = 30  # class names are cut to this many characters in legends
 
 
+
+def _number(value) -> float:
+    """A metric value; NaN (a gap in the curve) where it is undefined (None, empty: no validation data)."""
+    return float("nan") if value is None or value == "" else float(value)
+
 def png(fig, *, dpi: int = 100) -> bytes:
     """The figure as PNG bytes; the figure is closed."""
     buf = io.BytesIO()
@@ -52,9 +57,9 @@ def curves_figure(rows: Sequence[dict], *, title: str = ""):
     epochs = [int(r["epoch"]) for r in rows]
     fig, (ax_loss, ax_acc) = plt.subplots(1, 2, figsize=(10, 3.8))
     for key, style in (("train_loss", "-"), ("val_loss", "--")):
-        ax_loss.plot(epochs, [float(r[key]) for r in rows], style, marker="o", label=key)
+        ax_loss.plot(epochs, [_number(r[key]) for r in rows], style, marker="o", label=key)
     for key, style in (("train_top1", "-"), ("val_top1", "--")):
-        ax_acc.plot(epochs, [float(r[key]) for r in rows], style, marker="o", label=key)
+        ax_acc.plot(epochs, [_number(r[key]) for r in rows], style, marker="o", label=key)
     ax_loss.set(xlabel="epoch", ylabel="cross-entropy", title="loss")
     for ax in (ax_loss, ax_acc):
         ax.xaxis.set_major_locator(MaxNLocator(integer=True))
@@ -79,7 +84,7 @@ def runs_curves_figure(runs: dict[str, list[list[dict]]]):
         for s, rows in enumerate(histories):
             epochs = [int(r["epoch"]) for r in rows]
             for ax, (key, _) in zip(axes, panels):
-                ax.plot(epochs, [float(r[key]) for r in rows], color=colour, marker="o", ms=3, lw=1.2,
+                ax.plot(epochs, [_number(r[key]) for r in rows], color=colour, marker="o", ms=3, lw=1.2,
                         label=_short(group) if s == 0 else None)
     for ax, (key, label) in zip(axes, panels):
         ax.set(xlabel="epoch", title=label)
