@@ -518,7 +518,7 @@ def _predict_progress(quiet: bool):
 
     def start(skipped, todo):
         if skipped and not quiet:
-            tqdm.write(f"{skipped} video(s) already in the results file: skipped")
+            tqdm.write(f"{skipped} video(s) already in the results file: skipped", file=sys.stderr)
         if not quiet and todo:
             state.bar = tqdm(total=todo, unit="video", desc="predicting", dynamic_ncols=True)
         state.t0 = time.perf_counter()
@@ -534,7 +534,7 @@ def _predict_progress(quiet: bool):
         if state.bar is not None:
             state.bar.close()
 
-    return SimpleNamespace(start=start, video=video, close=close, write=tqdm.write)
+    return SimpleNamespace(start=start, video=video, close=close, write=lambda text: tqdm.write(text, file=sys.stderr))
 
 
 def _plot_files(folder: str | None, videos: list[str]) -> list:

@@ -21,6 +21,7 @@ from pathlib import Path
 
 FORMAT_KEY = "actionbert_results"
 FORMAT_VERSION = 1
+_HEADER_START = b'{"' + FORMAT_KEY.encode() + b'": '
 
 
 class ResultsError(Exception):
@@ -54,11 +55,13 @@ def read_lines(path: Path) -> tuple[dict | None, list[dict], int]:
     lines = data.split(b"\n")
     complete, good = lines[:-1], 0  # the piece after the last newline is torn (or empty)
     parsed = []
+    if data and not data.startswith(_HEADER_START) and not _HEADER_START.startswith(data):
+        raise _not_results(path)  # only a header torn by a kill may be shorter than its start
     for n, raw in enumerate(complete):
         try:
             parsed.append(json.loads(raw))
         except json.JSONDecodeError:
-            if n == len(complete) - 1:  # a last line cut inside a multi-byte write is dropped like a torn one
+            if n == len(complete) - 1 and n > 0:  # a last line cut inside a multi-byte write: dropped as torn
                 break
             raise ResultsError(f"{path}: line {n + 1} is not JSON; the file is damaged (use --overwrite to "
                                "start afresh)") from None
@@ -66,9 +69,13 @@ def read_lines(path: Path) -> tuple[dict | None, list[dict], int]:
     if not parsed:
         return None, [], good
     if not isinstance(parsed[0], dict) or parsed[0].get(FORMAT_KEY) != FORMAT_VERSION:
-        raise ResultsError(f"{path} exists and is not an actionbert results file; choose another --out or pass "
-                           "--overwrite to replace it")
+        raise _not_results(path)
     return parsed[0], parsed[1:], good
+
+
+def _not_results(path: Path) -> ResultsError:
+    return ResultsError(f"{path} exists and is not an actionbert results file; choose another --out or pass "
+                        "--overwrite to replace it")
 
 
 def check_settings(path: Path, head: dict | None, settings: dict) -> None:
