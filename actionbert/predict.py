@@ -42,6 +42,8 @@ class Prediction:
     fps: float = 0.0
     error: str | None = None
     warning: str | None = None
+    #: the video's mean raw window logits (K), full precision (results files keep them; `to_dict` does not)
+    mean_logits: torch.Tensor | None = field(default=None, repr=False, compare=False)
 
     def to_dict(self) -> dict:
         return {"video": self.video, "topk": [{"label": lab, "probability": p} for lab, p in self.topk],
@@ -131,6 +133,7 @@ class Predictor:
         self._set_times(pred)
         if window_logits:
             mean = torch.cat(window_logits).mean(dim=0)  # mean of raw logits over windows
+            pred.mean_logits = mean
             probs = mean.softmax(dim=0)
             k = min(topk, len(self.classes))
             values, idx = probs.topk(k)

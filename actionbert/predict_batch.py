@@ -240,7 +240,7 @@ def predict_to_file(predictor: Predictor, videos: list[str], out: str | Path, se
         appender = results.Appender(out if not info.enabled else results.part_path(out, info.rank), settings)
 
         def write(index: int, pred: Prediction) -> None:
-            appender.write({"index": index, **pred.to_dict()})
+            appender.write(record(index, pred))
             summary.predicted += 1
             on_video(index, pred)
 
@@ -263,3 +263,10 @@ def _from_rank0(message: str | None, info) -> str | None:
     box = [message]
     dist.broadcast_object_list(box, src=0)
     return box[0]
+
+
+def record(index: int, pred: Prediction) -> dict:
+    """A results-file line: the input index, `Prediction.to_dict()` and the mean window logits at full precision
+    (float32 values written exactly, so runs can be compared bit for bit)."""
+    logits = None if pred.mean_logits is None else [float(v) for v in pred.mean_logits]
+    return {"index": index, **pred.to_dict(), "mean_logits": logits}
