@@ -2,7 +2,8 @@
 
 ```
 line 1:  {"actionbert_results": 1, "settings": {model, inputs (count + sha256 of the list), topk, hop, ...}}
-line 2+: {"index": i, "video": path, ...the video's result, "mean_logits": [...]}      (appended, flushed and fsync'ed one by one)
+line 2+: {"index": i, "video": path, ...the video's result, "mean_logits": [...]}
+         (appended, flushed and fsync'ed one by one)
 ```
 
 A run that is killed loses at most the videos in flight: every finished line is on disk, and a torn last line

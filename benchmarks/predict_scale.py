@@ -14,7 +14,8 @@ both at 112 x 112 from frames resized to 128 x 171, runs in fresh processes:
 - `workers W` for W in 0, 1, 2: `predict --out R.jsonl --workers W`,
 - `torchrun K` for K in 1, 2: `torchrun --nproc_per_node K -m actionbert predict --out ... --workers 0`,
 and prints videos/s and clips/s (timed around the prediction itself: model loading and Python start-up left
-out), the largest RSS of each process (main process / its decoding workers, or each rank), and the ratio of the
+out), the largest RSS of each process (each rank's main process, and in brackets its largest child process:
+a decoding worker, or a helper process that torch starts), and the ratio of the
 end-to-end clip rate to the model alone on clips of the same shape and batch (zero clips, fixed batch, after a
 warm-up). Precision: bf16 where `runtime.bf16_is_slow` says the device runs it natively, else fp32.
 """
@@ -194,7 +195,7 @@ def main() -> int:
              ("torchrun 1", 0, 1), ("torchrun 2", 0, 2)]
     for name in args.models.split(","):
         model = make_model(work, "r2plus1d_tiny" if name == "tiny" else name)
-        print(f"\n{name}\n| run | videos/s | clips/s | e2e / model alone | max RSS MB per process (+workers) |")
+        print(f"\n{name}\n| run | videos/s | clips/s | e2e / model alone | max RSS MB per process (+largest child) |")
         print("|---|---:|---:|---:|---|")
         rows, alone = [], None
         for label, workers, procs in cases:
