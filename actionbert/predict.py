@@ -26,7 +26,7 @@ from actionbert import runtime
 from actionbert.data.caveats import short_caveat, truncation_caveat
 from actionbert.data.decode import VideoDecodeError, VideoStream
 from actionbert.data.sampling import circular_indices, clip_span
-from actionbert.preprocessing import Preprocessing
+from actionbert.preprocessing import Preprocessing, Resize
 
 
 @dataclass
@@ -43,11 +43,20 @@ class Prediction:
     fps: float = 0.0
     error: str | None = None
     warning: str | None = None
+    #: the video's mean raw window logits (K), full precision (results files keep them; `to_dict` does not)
+    mean_logits: torch.Tensor | None = field(default=None, repr=False, compare=False)
 
     def to_dict(self) -> dict:
         return {"video": self.video, "topk": [{"label": lab, "probability": p} for lab, p in self.topk],
                 "segments": self.segments, "num_frames": self.num_frames, "fps": self.fps, "error": self.error,
                 "warning": self.warning}
+
+    @staticmethod
+    def from_dict(d: dict) -> "Prediction":
+        """The inverse of `to_dict` (a line of a results file; extra keys such as "index" are ignored)."""
+        return Prediction(video=d["video"], topk=[(t["label"], t["probability"]) for t in d["topk"]],
+                          segments=d["segments"], num_frames=d["num_frames"], fps=d["fps"], error=d["error"],
+                          warning=d["warning"])
 
 
 class Predictor:
@@ -101,9 +110,7 @@ class Predictor:
         if topk < 1:
             raise ValueError(f"topk must be >= 1, got {topk}")
         pred = Prediction(video=str(path))
-        # resized by the record's rule in the decoder's colour conversion (as the cache and the dataset do):
-        # full-size frames never exist
-        stream = VideoStream(path, size=self.preprocessing.resize)
+        stream = self.open_stream(path)
         window_logits: list[torch.Tensor] = []
         try:
             for starts, logits, attention in self._windows(stream, pred):
@@ -112,12 +119,22 @@ class Predictor:
         except VideoDecodeError as e:  # raised only before the first frame: the file cannot be used at all
             pred.error = str(e)
             return pred
-        if stream.info is not None:
-            pred.num_frames, pred.fps = stream.info.num_frames, stream.info.fps
-            _add_warning(pred, truncation_caveat(stream.info))
+        self.finish(pred, stream.info, window_logits, topk)
+        return pred
+
+    def open_stream(self, path: str | Path) -> VideoStream:
+        return open_stream(path, self.preprocessing.resize)
+
+    def finish(self, pred: Prediction, info, window_logits: list[torch.Tensor], topk: int) -> None:
+        """Complete `pred` once its stream has ended: frame count and rate, truncation caveat, window times
+        and the video top-k (softmax of the mean of the raw window logits, in window order)."""
+        if info is not None:
+            pred.num_frames, pred.fps = info.num_frames, info.fps
+            _add_warning(pred, truncation_caveat(info))
         self._set_times(pred)
         if window_logits:
             mean = torch.cat(window_logits).mean(dim=0)  # mean of raw logits over windows
+            pred.mean_logits = mean
             probs = mean.softmax(dim=0)
             k = min(topk, len(self.classes))
             values, idx = probs.topk(k)
@@ -141,31 +158,9 @@ class Predictor:
             yield starts, *self._run(batch)
 
     def _window_frames(self, stream: VideoStream, pred: Prediction) -> Iterable[tuple[int, torch.Tensor]]:
-        """Slide a window over the stream, keeping at most one span of frames in memory. A decoder error
-        part-way ends the stream there (recorded in `pred.warning`); the frames before it are used. An error
-        before the first frame is raised."""
-        buffer: deque[torch.Tensor] = deque(maxlen=self.span)
-        next_start, last_start, total = 0, None, 0
-        try:
-            for index, frame in enumerate(stream):
-                buffer.append(frame)  # (H, W, 3)
-                total = index + 1
-                start = index - self.span + 1
-                if start == next_start:
-                    yield start, torch.stack(list(buffer)[:: self.stride])  # (L, H, W, 3)
-                    last_start, next_start = start, start + self.hop
-        except VideoDecodeError as e:
-            if not total:
-                raise
-            _add_warning(pred, f"{e}; predicted from the {total} frames before it")
-        if last_start is None and total:
-            # shorter than one clip span: one circularly padded window (the paper's rule for short videos)
-            _add_warning(pred, short_caveat(total, self.clip_len, self.stride))
-            frames = list(buffer)
-            yield 0, torch.stack([frames[i] for i in circular_indices(total, self.clip_len, 0, self.stride)])
-        elif last_start is not None and last_start + self.span < total:
-            # a last window flush with the end, so the timeline covers the whole video
-            yield total - self.span, torch.stack(list(buffer)[:: self.stride])
+        """Slide a window over the stream (see `slide_windows`); caveats go to `pred.warning`."""
+        yield from slide_windows(stream, span=self.span, stride=self.stride, hop=self.hop, clip_len=self.clip_len,
+                                 warn=lambda text: _add_warning(pred, text))
 
     @torch.inference_mode()
     def _run(self, batch: list[torch.Tensor]) -> tuple[torch.Tensor, torch.Tensor | None]:
@@ -200,6 +195,41 @@ def _add_warning(pred: Prediction, text: str | None) -> None:
     """Append a caveat to `pred.warning` ("; " between several)."""
     if text:
         pred.warning = f"{pred.warning}; {text}" if pred.warning else text
+
+
+def open_stream(path: str | Path, resize: Resize) -> VideoStream:
+    """The frame stream of a video at the record's resize rule, resized in the decoder's colour conversion (as
+    the cache and the dataset do): full-size frames never exist."""
+    return VideoStream(path, size=resize)
+
+
+def slide_windows(stream: Iterable[torch.Tensor], *, span: int, stride: int, hop: int, clip_len: int,
+                  warn: Callable[[str], None]) -> Iterable[tuple[int, torch.Tensor]]:
+    """Yield (start frame, frames (L, H, W, 3)) of each window, keeping at most one span of frames in memory.
+    A decoder error part-way ends the stream there (`warn` is told); the frames before it are used. An error
+    before the first frame is raised. A video shorter than one span gives one circularly padded window, and a
+    last window flush with the end is added so the timeline covers the whole video."""
+    buffer: deque[torch.Tensor] = deque(maxlen=span)
+    next_start, last_start, total = 0, None, 0
+    try:
+        for index, frame in enumerate(stream):
+            buffer.append(frame)  # (H, W, 3)
+            total = index + 1
+            start = index - span + 1
+            if start == next_start:
+                yield start, torch.stack(list(buffer)[::stride])  # (L, H, W, 3)
+                last_start, next_start = start, start + hop
+    except VideoDecodeError as e:
+        if not total:
+            raise
+        warn(f"{e}; predicted from the {total} frames before it")
+    if last_start is None and total:
+        # shorter than one clip span: one circularly padded window (the paper's rule for short videos)
+        warn(short_caveat(total, clip_len, stride))
+        frames = list(buffer)
+        yield 0, torch.stack([frames[i] for i in circular_indices(total, clip_len, 0, stride)])
+    elif last_start is not None and last_start + span < total:
+        yield total - span, torch.stack(list(buffer)[::stride])
 
 
 def predict_videos(predictor: Predictor, videos: Iterable[str | Path], *, topk: int = 5,
