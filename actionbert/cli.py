@@ -53,8 +53,10 @@ def _args_train(p: argparse.ArgumentParser) -> None:
     p.add_argument("--resume", action="store_true", help="continue the run in train.out from its last.pt")
     p.add_argument("--out", help="run folder (train.out)")
     p.add_argument("--data", help="prepared dataset folder (data.root)")
-    p.add_argument("--precision", choices=["fp32", "bf16", "fp16"], help="train.precision")
-    p.add_argument("--device", help="train.device: auto, cpu, cuda, cuda:1 ...")
+    p.add_argument("--precision", choices=["fp32", "bf16", "fp16", "auto"],
+                   help="train.precision (auto: the device's fast one)")
+    p.add_argument("--device", help="train.device: auto, cpu, cuda, cuda:1 ... (under torchrun: auto or cuda; each "
+                                    "process uses GPU LOCAL_RANK)")
     p.add_argument("--epochs", type=int, help="train.epochs")
     p.add_argument("--pretrained", help="weights to start from (train.pretrained)")
     p.add_argument("--pretrained-source", help="torchvision | ig65m | hara | reference | actionbert")
@@ -272,21 +274,24 @@ def _args_eval(p: argparse.ArgumentParser) -> None:
                    help="also evaluate frame-reversed and frame-shuffled clips (order dependence)")
     p.add_argument("--out", help="folder for report.json, confusion.csv/png, predictions.csv")
     p.add_argument("--device", default="auto")
-    p.add_argument("--precision", default="fp32", choices=["fp32", "bf16", "fp16"])
+    p.add_argument("--precision", default="fp32", choices=["fp32", "bf16", "fp16", "auto"],
+                   help="autocast precision (auto: the device's fast one)")
     p.add_argument("--batch-size", type=int, default=4)
-    p.add_argument("--workers", type=int, default=0)
+    p.add_argument("--workers", type=int, help="loader processes decoding beside the model (default 2; 0: none)")
     p.add_argument("--eager", action="store_true", help="run the model as trained (no BatchNorm folding/compile)")
 
 
 def _run_eval(args: argparse.Namespace) -> int:
+    import os
     from pathlib import Path
 
     from tqdm import tqdm
 
-    from actionbert.evaluate import evaluate
+    from actionbert.evaluate import EVAL_WORKERS, evaluate
 
     out = args.out or str(Path(args.model).parent / f"eval_{args.split}")
-    bar = tqdm(total=0, unit="clip", desc="evaluating", leave=False, dynamic_ncols=True)
+    main_process = os.environ.get("RANK", "0") == "0"  # under torchrun: rank 0 shows progress and the report
+    bar = tqdm(total=0, unit="clip", desc="evaluating", leave=False, dynamic_ncols=True, disable=not main_process)
 
     def on_batch(done, total):
         bar.total = total
@@ -295,9 +300,14 @@ def _run_eval(args: argparse.Namespace) -> int:
 
     report = evaluate(args.model, data=args.data, split=args.split, views=args.views,
                       temporal_check=args.temporal_check, out=out, device=args.device, precision=args.precision,
-                      batch_size=args.batch_size, workers=args.workers, fast=not args.eager, on_batch=on_batch,
+                      batch_size=args.batch_size, workers=EVAL_WORKERS if args.workers is None else args.workers,
+                      fast=not args.eager, on_batch=on_batch,
                       on_failure=lambda vid, reason: tqdm.write(f"warning: skipped {vid}: {reason}"))
     bar.close()
+    if report is None:  # another process of a torchrun evaluation: rank 0 reports
+        return 0
+    for note in report["notes"]:
+        print(f"note: {note}")
     v = report["video"]
     print(f"{report['evaluated_videos']}/{report['num_videos']} videos, views {report['views']}")
     if "clip" in report:
@@ -324,7 +334,8 @@ def _args_predict(p: argparse.ArgumentParser) -> None:
     fmt.add_argument("--csv", action="store_true", help="print the timeline as CSV")
     p.add_argument("--plot", help="folder for one timeline PNG per video")
     p.add_argument("--device", default="auto")
-    p.add_argument("--precision", default="fp32", choices=["fp32", "bf16", "fp16"])
+    p.add_argument("--precision", default="fp32", choices=["fp32", "bf16", "fp16", "auto"],
+                   help="autocast precision (auto: the device's fast one)")
     p.add_argument("--batch-size", type=int, default=4)
     p.add_argument("--eager", action="store_true", help="run the model as trained (no BatchNorm folding/compile)")
 
@@ -336,11 +347,15 @@ def _run_predict(args: argparse.Namespace) -> int:
 
     from actionbert.checkpoint import load_model
     from actionbert.predict import Predictor, predict_videos
-    from actionbert.runtime import select_device
+    from actionbert.runtime import resolve_precision, select_device, single_process_only
 
+    single_process_only("predict", "run it without torchrun (choose its GPU with --device cuda:N)")
     device = select_device(args.device)
+    precision, note = resolve_precision(device, args.precision)
+    if note:
+        print(f"note: {note}", file=sys.stderr)
     model, info = load_model(args.model)
-    predictor = Predictor(model, info, device=device, precision=args.precision, hop=args.hop,
+    predictor = Predictor(model, info, device=device, precision=precision, hop=args.hop,
                           batch_size=args.batch_size, fast=not args.eager)
     writer = None
     if args.csv:
@@ -393,8 +408,10 @@ def _run_ablate(args: argparse.Namespace) -> int:
     from actionbert.ablate import markdown_table, parse_grid, run_ablation, table_rows
     from actionbert.config import load_config
     from actionbert.evaluate import evaluate
+    from actionbert.runtime import single_process_only
     from actionbert.train import train
 
+    single_process_only("ablate", "run it without torchrun (it trains on one GPU: --set train.device=cuda:N)")
     base = load_config(args.config, args.overrides)
     grid = parse_grid(args.grid)
     out = Path(args.out or Path(base.train.out) / "ablation")
@@ -552,6 +569,13 @@ def main(argv: list[str] | None = None) -> int:
         # torch.compile's C++ build imports torch.utils.cpp_extension, which warns "No CUDA runtime is found" on
         # every CPU-only machine; actionbert builds no CUDA extension, so that warning is noise here.
         logging.getLogger("torch.utils.cpp_extension").setLevel(logging.ERROR)
+        from actionbert.runtime import UnsupportedSetup
+
+        try:
+            return run(args)
+        except UnsupportedSetup as e:  # a device / precision / process layout the command cannot run with
+            print(f"error: {e}", file=sys.stderr)
+            return 2
     return run(args)
 
 

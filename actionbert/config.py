@@ -21,6 +21,7 @@ from typing import Any, get_type_hints
 import yaml
 
 from actionbert.models import ModelConfig, get_backbone_spec
+from actionbert.runtime import PRECISION_CHOICES
 
 
 @dataclass(frozen=True)
@@ -67,7 +68,8 @@ class TrainConfig:
         warmup_epochs: linear learning-rate warm-up from lr/100 over this many epochs (0 = off).
         freeze_backbone_epochs: train only the head and classifier for this many first epochs.
         early_stopping: stop after this many epochs without a better validation top-1 (0 = off).
-        precision: "fp32", "bf16" (autocast, also on CPU) or "fp16" (GPU only, with a gradient scaler).
+        precision: "fp32", "bf16" (autocast, also on CPU), "fp16" (GPU only, with a gradient scaler) or "auto" (the
+            device's fast one, see the table in `actionbert.runtime`; the run's config.yaml records the choice).
         channels_last: run convolutions in channels-last 3D memory format.
         sync_bn: synchronise BatchNorm statistics across processes (small per-GPU batches; CUDA only).
         freeze_bn: keep BatchNorm layers in eval mode (running statistics; affine parameters still train).
@@ -111,7 +113,7 @@ class RunConfig:
 
 
 SECTIONS = {"model": ModelConfig, "data": DataConfig, "train": TrainConfig}
-PRECISIONS = ("fp32", "bf16", "fp16")
+PRECISIONS = PRECISION_CHOICES
 
 
 class ConfigError(ValueError):

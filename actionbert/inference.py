@@ -45,6 +45,8 @@ from torch.nn.modules.batchnorm import _BatchNorm
 from torch.nn.modules.conv import _ConvNd
 from torch.nn.utils.fusion import fuse_conv_bn_eval
 
+from actionbert import runtime
+
 PRECISIONS = ("fp32", "bf16", "fp16")
 AUTOCAST_DTYPES = {"bf16": torch.bfloat16, "fp16": torch.float16}
 CONVS = {1: nn.Conv1d, 2: nn.Conv2d, 3: nn.Conv3d}
@@ -303,6 +305,7 @@ class InferenceModel(nn.Module):
             t0 = time.perf_counter()
             out = self.runner(x)
             if seen == 0:
+                runtime.synchronize(x.device)  # CUDA returns before the work is done: time the work, not the launch
                 self.report.eager_shapes[shape] = time.perf_counter() - t0
             return out
         first = shape not in self.report.compiled_shapes
@@ -319,6 +322,7 @@ class InferenceModel(nn.Module):
             self._disable_compile(f"compiling for input {shape} failed: {type(err).__name__}: {err}")
             return out
         if first:
+            runtime.synchronize(x.device)
             self.report.compiled_shapes[shape] = time.perf_counter() - t0
         return out
 
@@ -362,7 +366,9 @@ def prepare_for_inference(model: nn.Module, *, precision: str = "fp32", device: 
         raise ValueError(f"compile must be True, False or 'auto', got {compile!r}")
     device = torch.device(device)
     if precision == "fp16" and device.type != "cuda":
-        raise ValueError("precision fp16 needs a CUDA device; use bf16 on the CPU")
+        raise runtime.UnsupportedSetup("precision fp16 needs a CUDA device; use bf16 (or auto) on the CPU")
+    if device.type == "cuda":
+        torch.backends.cudnn.benchmark = True  # fixed clip shapes: cuDNN's fastest algorithms, searched once
     if fold_bn:
         prepared, folded = fold_batchnorm(model)
     else:

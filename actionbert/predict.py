@@ -54,7 +54,7 @@ class Predictor:
         info: the inference dict of the checkpoint / model folder (classes, clip_len, frame_stride, resize,
             keep_aspect, input_size, norm).
         device: where the model runs.
-        precision: "fp32" or "bf16"/"fp16" autocast.
+        precision: "fp32", "bf16"/"fp16" autocast, or "auto" (`runtime.resolve_precision`).
         hop: frames between window starts (default: one clip span, i.e. non-overlapping windows).
         batch_size: windows per forward pass.
         fast: run the prepared inference copy (`inference.prepare_for_inference`: BatchNorm folded,
@@ -67,6 +67,7 @@ class Predictor:
         from actionbert.inference import prepare_for_inference
 
         self.device = torch.device(device)
+        precision = runtime.resolve_precision(self.device, precision)[0]  # "auto" -> the device's fast one
         self.model = (prepare_for_inference(model, precision=precision, device=self.device) if fast
                       else model.to(self.device).eval())
         self.fast = fast

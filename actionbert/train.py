@@ -5,8 +5,10 @@ bf16/fp16 autocast) -> validation on centre clips -> ReduceLROnPlateau on the va
 TensorBoard, `last.pt` (every epoch) and `best.pt` (best validation top-1), curves as PNG. Only rank 0 writes.
 
 Determinism: the sample order of epoch e is a function of (seed, e) (a seeded DistributedSampler, also with one
-process), and every checkpoint stores all RNG states, so a CPU run killed after epoch k and resumed ends with
-exactly the weights of an uninterrupted run.
+process); process r seeds its generators from (seed, r) (rank 0: the seed itself), so processes draw different
+dropout and token masks; every checkpoint stores every process's RNG states (its CPU generator and its own GPU's),
+so a CPU run killed after epoch k and resumed with as many processes ends with exactly the weights of an
+uninterrupted run. Under torchrun only rank 0 reads (`last.pt`, broadcast to the others) and writes the run folder.
 
 Videos that fail to decode are reported through `TrainHooks.on_failure` by name and left out of that batch;
 they are never replaced by another sample.
@@ -18,8 +20,9 @@ import csv
 import dataclasses
 import math
 import os
+import socket
 import time
-from contextlib import nullcontext
+from contextlib import contextmanager, nullcontext
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable
@@ -30,7 +33,7 @@ from torch.nn import functional as F
 from torch.utils.data import DataLoader, DistributedSampler
 
 from actionbert import runtime
-from actionbert.checkpoint import inference_config, load_checkpoint, save_checkpoint
+from actionbert.checkpoint import CheckpointError, inference_config, load_checkpoint, save_checkpoint
 from actionbert.config import RunConfig, config_from_dict, config_to_dict, dump_config, resolve, transform_resize
 from actionbert.metrics import topk_correct
 from actionbert.models import BertHead, VideoClassifier, get_backbone_spec
@@ -140,36 +143,138 @@ def make_loader(dataset, *, batch_size: int, shuffle: bool, seed: int, info: run
 def train(cfg: RunConfig, *, resume: bool = False, hooks: TrainHooks | None = None) -> TrainResult:
     """Train (or resume) the run described by `cfg`; returns the best validation top-1 and the history."""
     hooks = hooks or TrainHooks()
-    device = runtime.select_device(cfg.train.device, local_rank=int(os.environ.get("LOCAL_RANK", "0")))
-    info = runtime.init_distributed(device.type)
-    try:
+    device = runtime.select_device(cfg.train.device)
+    with runtime.distributed(device.type) as info:
         return _train(cfg, resume=resume, hooks=hooks, device=device, info=info)
-    finally:
-        runtime.shutdown_distributed()
+
+
+@dataclass
+class _Progress:
+    """Where a run stands: the state a checkpoint carries besides weights and optimizer."""
+
+    start_epoch: int = 0
+    best_top1: float = -1.0
+    best_epoch: int = -1
+    stale: int = 0
+    history: list[dict] = field(default_factory=list)
 
 
 def _train(cfg: RunConfig, *, resume: bool, hooks: TrainHooks, device: torch.device,
            info: runtime.DistInfo) -> TrainResult:
-    run_dir = Path(cfg.train.out)
-    ckpt = None
-    if resume:
-        last = run_dir / "last.pt"
-        if not last.is_file():
-            raise FileNotFoundError(f"{last}: nothing to resume (no last checkpoint in the run folder)")
-        ckpt = load_checkpoint(last, map_location="cpu")
-        saved = config_from_dict(ckpt["config"], where=str(last))
+    ckpt = _read_last(cfg, info) if resume else None
+    if ckpt is not None:
+        saved = config_from_dict(ckpt["config"], where=str(Path(cfg.train.out) / "last.pt"))
         # the run continues with its own config; only the epoch budget may be raised on resume
         cfg = dataclasses.replace(saved, train=dataclasses.replace(saved.train, epochs=cfg.train.epochs))
-
-    runtime.seed_everything(cfg.train.seed)
-    train_ds, val_ds, classes = build_datasets(cfg)
-    cfg = resolve(cfg, num_classes=len(classes))
-    if cfg.model.num_classes != len(classes):
-        raise ValueError(f"model.num_classes={cfg.model.num_classes} but the dataset has {len(classes)} classes")
+    cfg, (train_ds, val_ds, classes) = _settle(cfg, device, info, hooks)
     t = cfg.train
+    model, core, memory_format = _build_model(cfg, device, info, hooks, pretrained=ckpt is None)
+    # the fused kernel is the same update in one pass over the parameters (7-10% per step on CPU here)
+    optimizer = torch.optim.AdamW(param_groups(core, t.weight_decay), lr=t.lr, fused=device.type in ("cpu", "cuda"))
+    scheduler = torch.optim.lr_scheduler.ReduceLROnPlateau(optimizer, mode="min", factor=t.plateau_factor,
+                                                           patience=t.plateau_patience)
+    scaler = torch.amp.GradScaler(device.type, enabled=t.precision == "fp16")
+    progress = _Progress()
+    if ckpt is not None:
+        progress = _restore(ckpt, core, optimizer, scheduler, scaler, cfg, device, info, hooks)
+    train_loader, val_loader = _loaders(train_ds, val_ds, cfg, info, pin_memory=device.type == "cuda")
+    writer = _start_run_folder(cfg, classes) if info.is_main else None
+    infer = inference_config(core, classes=classes, frame_stride=cfg.data.frame_stride, resize=cfg.data.resize,
+                             keep_aspect=cfg.data.keep_aspect, norm=cfg.data.norm, hflip=cfg.data.hflip)
+    fixed = {"config": config_to_dict(cfg), "inference": infer, "classes": classes}
+    total_failures = 0
+    for epoch in range(progress.start_epoch, t.epochs):
+        _set_lrs(optimizer, t, epoch)
+        train_loader.sampler.set_epoch(epoch)
+        if hasattr(train_ds, "set_epoch"):
+            train_ds.set_epoch(epoch)
+        t0 = time.perf_counter()
+        steps = len(train_loader) if not t.max_steps_per_epoch else min(len(train_loader), t.max_steps_per_epoch)
+        hooks.on_epoch_start(epoch, steps)
+        tr = _train_epoch(model, core, train_loader, optimizer, scaler, cfg, device, info, hooks, steps, memory_format)
+        # without SyncBN each process has updated its own BatchNorm statistics: validate with rank 0's, the ones
+        # the checkpoint saves, so the reported top-1 is that of the saved model
+        runtime.broadcast_buffers(core, info)
+        va = evaluate_loader(core, val_loader, device=device, info=info, precision=t.precision,
+                             memory_format=memory_format, hooks=hooks)
+        if epoch >= t.warmup_epochs:
+            scheduler.step(va["loss"])
+        row = _epoch_row(epoch, tr, va, optimizer, time.perf_counter() - t0)
+        total_failures += row["failures"]
+        improved = _record(progress, row)
+        rng = runtime.gather_rng_states(device, info)  # collective: every process's own generators
+        if info.is_main:
+            state = {"epoch": epoch, "model_state": {k: v.detach().cpu() for k, v in core.state_dict().items()},
+                     "optimizer": optimizer.state_dict(), "scheduler": scheduler.state_dict(),
+                     "scaler": scaler.state_dict(), "rng": rng, **fixed, "best_top1": progress.best_top1,
+                     "best_epoch": progress.best_epoch, "stale_epochs": progress.stale, "history": progress.history}
+            _save_epoch(cfg, state, row, improved, writer)
+        hooks.on_epoch_end(row)
+        runtime.barrier(info)
+        if t.early_stopping and progress.stale >= t.early_stopping:
+            break
+    if writer is not None:
+        writer.close()
+    return TrainResult(run_dir=Path(t.out), best_top1=progress.best_top1, best_epoch=progress.best_epoch,
+                       history=progress.history, failures=total_failures)
 
+
+def _settle(cfg: RunConfig, device: torch.device, info: runtime.DistInfo, hooks: TrainHooks):
+    """(the config with precision and class count resolved, (train dataset, val dataset, classes)); seeds this
+    process. A dataset problem on any process stops every process."""
+    from actionbert.data.dataset import check_visible
+
+    precision, note = runtime.resolve_precision(device, cfg.train.precision)
+    cfg = dataclasses.replace(cfg, train=dataclasses.replace(cfg.train, precision=precision))
+    if note and info.is_main:
+        hooks.on_message(note)
+    runtime.seed_everything(cfg.train.seed, rank=info.rank)  # each process draws its own dropout and masks
+    error = datasets = None
+    try:
+        datasets = build_datasets(cfg)
+        if info.enabled:  # every machine must see the videos; a single process skips missing ones one by one
+            check_visible(datasets[0].samples, where=f"{socket.gethostname()} (rank {info.rank})")
+    except (FileNotFoundError, ValueError) as e:
+        error = e
+    runtime.raise_together(error, device, info)
+    cfg = resolve(cfg, num_classes=len(datasets[2]))
+    if cfg.model.num_classes != len(datasets[2]):
+        raise ValueError(f"model.num_classes={cfg.model.num_classes} but the dataset has {len(datasets[2])} classes")
+    return cfg, datasets
+
+
+def _loaders(train_ds, val_ds, cfg: RunConfig, info: runtime.DistInfo, *, pin_memory: bool):
+    t, workers = cfg.train, cfg.data.num_workers
+    return (make_loader(train_ds, batch_size=t.batch_size, shuffle=True, seed=t.seed, info=info, workers=workers,
+                        drop_last=len(train_ds) >= t.batch_size * info.world_size, pin_memory=pin_memory),
+            make_loader(val_ds, batch_size=t.batch_size, shuffle=False, seed=t.seed, info=info, workers=workers,
+                        pin_memory=pin_memory))
+
+
+def _read_last(cfg: RunConfig, info: runtime.DistInfo) -> dict:
+    """The run's `last.pt`, read by rank 0 and broadcast: the other processes (other machines, maybe without the
+    run folder) never read it. A missing or unreadable file is an error on every process."""
+    ckpt = error = None
+    if info.is_main:
+        last = Path(cfg.train.out) / "last.pt"
+        try:
+            if not last.is_file():
+                raise FileNotFoundError(f"{last}: nothing to resume (no last checkpoint in the run folder)")
+            ckpt = load_checkpoint(last, map_location="cpu")
+        except (FileNotFoundError, CheckpointError) as e:
+            error = e
+    ckpt, error = runtime.broadcast_object((ckpt, error), info)
+    if error is not None:
+        raise error
+    return ckpt
+
+
+def _build_model(cfg: RunConfig, device: torch.device, info: runtime.DistInfo, hooks: TrainHooks, *,
+                 pretrained: bool) -> tuple[nn.Module, VideoClassifier, torch.memory_format]:
+    """(the model to train: DDP-wrapped under torchrun, the bare model, its memory format)."""
+    t = cfg.train
     model = VideoClassifier(cfg.model)
-    if t.pretrained and ckpt is None:
+    if t.pretrained and pretrained:
         from actionbert.weights import load_weights
 
         report = load_weights(model, t.pretrained, source=t.pretrained_source or "actionbert")
@@ -182,93 +287,66 @@ def _train(cfg: RunConfig, *, resume: bool, hooks: TrainHooks, device: torch.dev
             raise ValueError("sync_bn needs CUDA devices (PyTorch's SyncBatchNorm has no CPU kernel)")
         model = nn.SyncBatchNorm.convert_sync_batchnorm(model)
     memory_format = torch.channels_last_3d if t.channels_last else torch.contiguous_format
-    model = model.to(device=device, memory_format=memory_format)
-    core: VideoClassifier = model
-    if info.enabled:
-        model = nn.parallel.DistributedDataParallel(model, device_ids=[device.index] if device.type == "cuda" else None)
+    core = model.to(device=device, memory_format=memory_format)
+    if not info.enabled:
+        return core, core, memory_format
+    ddp = nn.parallel.DistributedDataParallel(core, device_ids=[device.index] if device.type == "cuda" else None)
+    return ddp, core, memory_format
 
-    # the fused kernel is the same update in one pass over the parameters (7-10% per step on CPU here)
-    optimizer = torch.optim.AdamW(param_groups(core, t.weight_decay), lr=t.lr, fused=device.type in ("cpu", "cuda"))
-    scheduler = torch.optim.lr_scheduler.ReduceLROnPlateau(optimizer, mode="min", factor=t.plateau_factor,
-                                                           patience=t.plateau_patience)
-    scaler = torch.amp.GradScaler(device.type, enabled=t.precision == "fp16")
-    history: list[dict] = []
-    start_epoch, best_top1, best_epoch, stale = 0, -1.0, -1, 0
-    if ckpt is not None:
-        core.load_state_dict(ckpt["model_state"])
-        optimizer.load_state_dict(ckpt["optimizer"])
-        scheduler.load_state_dict(ckpt["scheduler"])
-        scaler.load_state_dict(ckpt["scaler"])
-        start_epoch = ckpt["epoch"] + 1
-        best_top1, best_epoch, stale = ckpt["best_top1"], ckpt["best_epoch"], ckpt["stale_epochs"]
-        history = list(ckpt["history"])
-        runtime.set_rng_state(ckpt["rng"])
 
-    pin = device.type == "cuda"
-    train_loader = make_loader(train_ds, batch_size=t.batch_size, shuffle=True, seed=t.seed, info=info,
-                               workers=cfg.data.num_workers, drop_last=len(train_ds) >= t.batch_size * info.world_size,
-                               pin_memory=pin)
-    val_loader = make_loader(val_ds, batch_size=t.batch_size, shuffle=False, seed=t.seed, info=info,
-                             workers=cfg.data.num_workers, pin_memory=pin)
-    writer = None
-    if info.is_main:
-        run_dir.mkdir(parents=True, exist_ok=True)
-        (run_dir / "config.yaml").write_text(dump_config(cfg))
-        (run_dir / "classes.txt").write_text("\n".join(classes) + "\n")
-        writer = _tensorboard(run_dir)
-    infer = inference_config(core, classes=classes, frame_stride=cfg.data.frame_stride, resize=cfg.data.resize,
-                             keep_aspect=cfg.data.keep_aspect, norm=cfg.data.norm, hflip=cfg.data.hflip)
-    total_failures = 0
-    for epoch in range(start_epoch, t.epochs):
-        _set_lrs(optimizer, t, epoch)
-        train_loader.sampler.set_epoch(epoch)
-        if hasattr(train_ds, "set_epoch"):
-            train_ds.set_epoch(epoch)
-        t0 = time.perf_counter()
-        steps = len(train_loader) if not t.max_steps_per_epoch else min(len(train_loader), t.max_steps_per_epoch)
-        hooks.on_epoch_start(epoch, steps)
-        tr = _train_epoch(model, core, train_loader, optimizer, scaler, cfg, device, info, hooks, steps, memory_format)
-        va = evaluate_loader(core, val_loader, device=device, info=info, precision=t.precision,
-                             memory_format=memory_format, hooks=hooks)
-        seconds = time.perf_counter() - t0
-        if epoch >= t.warmup_epochs:
-            scheduler.step(va["loss"])
-        failures = tr["failures"] + va["failures"]
-        total_failures += failures
-        row = {"epoch": epoch, "train_loss": tr["loss"], "train_top1": tr["top1"], "val_loss": va["loss"],
-               "val_top1": va["top1"], "lr": optimizer.param_groups[-1]["lr"], "failures": failures,
-               "clips_per_s": tr["clips"] / max(tr["seconds"], 1e-9), "seconds": seconds}
-        history.append(row)
-        improved = va["top1"] > best_top1
-        if improved:
-            best_top1, best_epoch, stale = va["top1"], epoch, 0
-        else:
-            stale += 1
-        if info.is_main:
-            state = {"epoch": epoch, "model_state": {k: v.detach().cpu() for k, v in core.state_dict().items()},
-                     "optimizer": optimizer.state_dict(), "scheduler": scheduler.state_dict(),
-                     "scaler": scaler.state_dict(), "rng": runtime.rng_state(), "config": config_to_dict(cfg),
-                     "inference": infer, "classes": classes, "best_top1": best_top1, "best_epoch": best_epoch,
-                     "stale_epochs": stale, "history": history}
-            save_checkpoint(run_dir / "last.pt", state)
-            if improved:
-                save_checkpoint(run_dir / "best.pt", state)
-            _write_metrics(run_dir / "metrics.csv", history)
-            if writer is not None:
-                for k in ("train_loss", "train_top1", "val_loss", "val_top1", "lr", "clips_per_s"):
-                    writer.add_scalar(k, row[k], epoch)
-                writer.flush()
-            from actionbert.plots import plot_curves
+def _restore(ckpt: dict, core, optimizer, scheduler, scaler, cfg: RunConfig, device: torch.device,
+             info: runtime.DistInfo, hooks: TrainHooks) -> _Progress:
+    core.load_state_dict(ckpt["model_state"])
+    optimizer.load_state_dict(ckpt["optimizer"])
+    scheduler.load_state_dict(ckpt["scheduler"])
+    scaler.load_state_dict(ckpt["scaler"])
+    progress = _Progress(start_epoch=ckpt["epoch"] + 1, best_top1=ckpt["best_top1"], best_epoch=ckpt["best_epoch"],
+                         stale=ckpt["stale_epochs"], history=list(ckpt["history"]))
+    note = runtime.restore_rng_states(ckpt["rng"], device, info, seed=cfg.train.seed, epoch=progress.start_epoch)
+    if note and info.is_main:
+        hooks.on_message(note)
+    return progress
 
-            plot_curves(history, run_dir / "curves.png", title=f"{cfg.model.backbone} + {cfg.model.head}")
-        hooks.on_epoch_end(row)
-        runtime.barrier(info)
-        if t.early_stopping and stale >= t.early_stopping:
-            break
+
+def _start_run_folder(cfg: RunConfig, classes: list[str]) -> Any:
+    run_dir = Path(cfg.train.out)
+    run_dir.mkdir(parents=True, exist_ok=True)
+    (run_dir / "config.yaml").write_text(dump_config(cfg))
+    (run_dir / "classes.txt").write_text("\n".join(classes) + "\n")
+    return _tensorboard(run_dir)
+
+
+def _epoch_row(epoch: int, tr: dict, va: dict, optimizer, seconds: float) -> dict:
+    return {"epoch": epoch, "train_loss": tr["loss"], "train_top1": tr["top1"], "val_loss": va["loss"],
+            "val_top1": va["top1"], "lr": optimizer.param_groups[-1]["lr"], "failures": tr["failures"] + va["failures"],
+            "clips_per_s": tr["clips"] / max(tr["seconds"], 1e-9), "seconds": seconds}
+
+
+def _record(progress: _Progress, row: dict) -> bool:
+    """Add the epoch to the history; True if its validation top-1 is the best so far."""
+    progress.history.append(row)
+    improved = row["val_top1"] > progress.best_top1
+    if improved:
+        progress.best_top1, progress.best_epoch, progress.stale = row["val_top1"], row["epoch"], 0
+    else:
+        progress.stale += 1
+    return improved
+
+
+def _save_epoch(cfg: RunConfig, state: dict, row: dict, improved: bool, writer) -> None:
+    """Rank 0: last.pt (and best.pt), metrics.csv, TensorBoard scalars, curves.png."""
+    run_dir = Path(cfg.train.out)
+    save_checkpoint(run_dir / "last.pt", state)
+    if improved:
+        save_checkpoint(run_dir / "best.pt", state)
+    _write_metrics(run_dir / "metrics.csv", state["history"])
     if writer is not None:
-        writer.close()
-    return TrainResult(run_dir=run_dir, best_top1=best_top1, best_epoch=best_epoch, history=history,
-                       failures=total_failures)
+        for k in ("train_loss", "train_top1", "val_loss", "val_top1", "lr", "clips_per_s"):
+            writer.add_scalar(k, row[k], row["epoch"])
+        writer.flush()
+    from actionbert.plots import plot_curves
+
+    plot_curves(state["history"], run_dir / "curves.png", title=f"{cfg.model.backbone} + {cfg.model.head}")
 
 
 def _set_lrs(optimizer, t, epoch: int) -> None:
@@ -285,10 +363,15 @@ def _set_lrs(optimizer, t, epoch: int) -> None:
 
 
 def _train_epoch(model, core, loader, optimizer, scaler, cfg, device, info, hooks, steps, memory_format) -> dict:
+    """One epoch of optimizer steps. Each step first sums the clip counts of all processes, so that
+    - every clip weighs the same in the averaged gradient, however the clips are spread over the processes (a
+      process whose videos failed to decode contributes fewer, or none);
+    - a process without any clip still runs the backward pass DDP waits for, on a stand-in that changes nothing;
+    - a step without a clip on any process is skipped by all of them (no optimizer step on zero gradients)."""
     t = cfg.train
     set_train_mode(model, freeze_bn=t.freeze_bn)
     loss_sum = correct = count = failures = 0.0
-    clips, busy = 0, 0.0
+    clips, busy, window = 0, 0.0, 0.0  # window: clips of all processes since the last optimizer step
     optimizer.zero_grad(set_to_none=True)
     it = iter(loader)
     for step in range(steps):
@@ -297,40 +380,70 @@ def _train_epoch(model, core, loader, optimizer, scaler, cfg, device, info, hook
             failures += 1
             hooks.on_failure(video_id, reason)
         t0 = time.perf_counter()
-        video = batch.get("video")
         sync_now = (step + 1) % t.accumulation == 0 or step + 1 == steps
-        if video is None:
-            if not info.enabled:
-                continue
-            # every DDP rank must run the same number of backward passes: contribute a zero gradient
-            video = torch.zeros(1, 3, cfg.model.clip_len, cfg.model.input_size, cfg.model.input_size)
-            labels, weight = torch.zeros(1, dtype=torch.long), 0.0
-        else:
-            labels, weight = batch["label"], 1.0
-        video = video.to(device, non_blocking=True).contiguous(memory_format=memory_format)
-        labels = labels.to(device)
-        ctx = model.no_sync() if info.enabled and not sync_now else nullcontext()
-        with ctx:
-            with runtime.autocast(device, t.precision):
-                logits = model(video)
-                loss = F.cross_entropy(logits.float(), labels, label_smoothing=t.label_smoothing)
-            scaler.scale(loss * weight / t.accumulation).backward()
+        n_local = 0 if batch.get("video") is None else int(batch["label"].numel())
+        n_total = runtime.all_reduce_sum([n_local], device, info)[0]
+        window += n_total
+        out = None
+        if n_total or (sync_now and window and info.enabled):  # the latter: all-reduce the window's gradients
+            out = _forward_backward(model, core, batch, n_local, n_total, cfg, device, info, scaler, sync_now,
+                                    memory_format)
         if sync_now:
-            scaler.step(optimizer)
-            scaler.update()
+            if window:
+                scaler.step(optimizer)
+                scaler.update()
             optimizer.zero_grad(set_to_none=True)
-        if weight:
-            n = labels.numel()
-            loss_sum += loss.item() * n
+            window = 0.0
+        if out is not None:
+            loss, logits, labels = out
+            loss_sum += loss.item() * n_local
             correct += topk_correct(logits.detach(), labels)
-            count += n
-            clips += n
+            count += n_local
+            clips += n_local
         busy += time.perf_counter() - t0
         hooks.on_step({"step": step + 1, "steps": steps, "loss": loss_sum / max(count, 1),
                        "top1": 100 * correct / max(count, 1), "clips_per_s": clips / max(busy, 1e-9)})
     loss_sum, correct, count, failures = runtime.all_reduce_sum([loss_sum, correct, count, failures], device, info)
     return {"loss": loss_sum / max(count, 1), "top1": 100 * correct / max(count, 1), "failures": int(failures),
             "clips": clips * info.world_size, "seconds": busy}
+
+
+def _forward_backward(model, core, batch, n_local: int, n_total: float, cfg, device, info, scaler, sync_now: bool,
+                      memory_format):
+    """Forward and backward of one batch; (loss, logits, labels), or None for a stand-in.
+
+    The loss is weighted by n_local x world_size / n_total: DDP averages the processes' gradients, so this
+    makes the step's gradient the mean over all of its clips. A process without clips runs a stand-in clip in
+    eval mode (BatchNorm statistics, dropout and token masks untouched) with weight 0: it joins DDP's gradient
+    all-reduce and contributes nothing to it.
+    """
+    t = cfg.train
+    if n_local:
+        video, labels, weight = batch["video"], batch["label"], n_local * info.world_size / n_total
+    else:
+        video = torch.zeros(1, 3, cfg.model.clip_len, cfg.model.input_size, cfg.model.input_size)
+        labels, weight = torch.zeros(1, dtype=torch.long), 0.0
+    video = video.to(device, non_blocking=True).contiguous(memory_format=memory_format)
+    labels = labels.to(device)
+    sync = model.no_sync() if info.enabled and not sync_now else nullcontext()
+    with sync, (nullcontext() if n_local else _eval_mode(core)):
+        with runtime.autocast(device, t.precision):
+            logits = model(video)
+            loss = F.cross_entropy(logits.float(), labels, label_smoothing=t.label_smoothing)
+        scaler.scale(loss * weight / t.accumulation).backward()
+    return (loss, logits, labels) if n_local else None
+
+
+@contextmanager
+def _eval_mode(module: nn.Module):
+    """Every submodule in eval mode for the duration, then each back in the mode it was in."""
+    modes = [(m, m.training) for m in module.modules()]
+    module.eval()
+    try:
+        yield
+    finally:
+        for m, mode in modes:
+            m.train(mode)
 
 
 @torch.inference_mode()

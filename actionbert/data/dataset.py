@@ -109,6 +109,20 @@ def load_split(prepared_dir: str | os.PathLike, split: str) -> tuple[list[Sample
     return samples, classes
 
 
+def check_visible(samples: Sequence[Sample], *, where: str, probe: int = 8) -> None:
+    """Raise FileNotFoundError when none of the first `probe` samples has its video or cache file here.
+
+    `prepare` writes absolute video paths, so every machine of a multi-machine run needs the prepared folder
+    and the videos at the same paths; this catches a machine that has neither, before its epoch fails clip by clip.
+    """
+    first = list(samples[:probe])
+    if first and not any(s.cache or os.path.exists(s.path) for s in first):
+        raise FileNotFoundError(
+            f"{first[0].path}: not found on {where}, nor the other first {len(first)} videos of the split; every "
+            "machine of a multi-machine run needs the prepared folder and its videos at the same paths (`prepare` "
+            "writes absolute paths): use a shared filesystem or identical copies")
+
+
 def write_split(file: str | os.PathLike, rows: Sequence[dict], *, extra_columns: Sequence[str] = ()) -> None:
     """Write a split CSV with `SPLIT_COLUMNS` and then `extra_columns` (used by `prepare`; `load_split`
     ignores columns it does not know)."""
