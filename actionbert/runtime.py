@@ -12,6 +12,7 @@ must be at the same paths on every machine (`prepare` writes absolute video path
 from __future__ import annotations
 
 import ctypes
+import io
 import os
 import platform
 import random
@@ -267,21 +268,33 @@ def all_reduce_sum(values: list[float], device: torch.device, info: DistInfo) ->
 
 
 def broadcast_object(obj: Any, info: DistInfo) -> Any:
-    """Collective: rank 0's `obj` on every process (pickled; the others' argument is ignored)."""
+    """Collective: rank 0's `obj` (tensors and plain values, like a checkpoint) on every process."""
     if not info.enabled:
         return obj
-    box = [obj if info.is_main else None]
+    box = [_to_bytes(obj) if info.is_main else None]
     dist.broadcast_object_list(box, src=0)
-    return box[0]
+    return _from_bytes(box[0])
 
 
 def gather_to_main(obj: Any, info: DistInfo) -> list[Any] | None:
-    """Collective: every process's `obj`, in rank order, on rank 0 (None on the others)."""
+    """Collective: every process's `obj` (tensors and plain values), in rank order, on rank 0 (None elsewhere)."""
     if not info.enabled:
         return [obj]
     out = [None] * info.world_size if info.is_main else None
-    dist.gather_object(obj, out, dst=0)
-    return out
+    dist.gather_object(_to_bytes(obj), out, dst=0)
+    return [_from_bytes(b) for b in out] if info.is_main else None
+
+
+def _to_bytes(obj: Any) -> bytes:
+    # torch.save, not plain pickle: pickle cannot carry every tensor dtype (NumPy's RNG key is uint32), and the
+    # receiver loads with weights_only=True, as a checkpoint file
+    buffer = io.BytesIO()
+    torch.save(obj, buffer)
+    return buffer.getvalue()
+
+
+def _from_bytes(data: bytes) -> Any:
+    return torch.load(io.BytesIO(data), weights_only=True)
 
 
 def broadcast_buffers(module: torch.nn.Module, info: DistInfo) -> None:

@@ -254,18 +254,21 @@ def _loaders(train_ds, val_ds, cfg: RunConfig, info: runtime.DistInfo, *, pin_me
 def _read_last(cfg: RunConfig, info: runtime.DistInfo) -> dict:
     """The run's `last.pt`, read by rank 0 and broadcast: the other processes (other machines, maybe without the
     run folder) never read it. A missing or unreadable file is an error on every process."""
+    last = Path(cfg.train.out) / "last.pt"
     ckpt = error = None
     if info.is_main:
-        last = Path(cfg.train.out) / "last.pt"
-        try:
-            if not last.is_file():
-                raise FileNotFoundError(f"{last}: nothing to resume (no last checkpoint in the run folder)")
-            ckpt = load_checkpoint(last, map_location="cpu")
-        except (FileNotFoundError, CheckpointError) as e:
-            error = e
-    ckpt, error = runtime.broadcast_object((ckpt, error), info)
+        if not last.is_file():
+            error = FileNotFoundError(f"{last}: nothing to resume (no last checkpoint in the run folder)")
+        else:
+            try:
+                ckpt = load_checkpoint(last, map_location="cpu")
+            except CheckpointError as e:
+                error = e
+    ckpt, message = runtime.broadcast_object((ckpt, str(error) if error else None), info)
     if error is not None:
         raise error
+    if message is not None:
+        raise CheckpointError(f"rank 0 could not resume: {message}")
     return ckpt
 
 
