@@ -15,6 +15,8 @@ model --deepcopy--> eval() --fold BN into the preceding Conv3d--> to(device, cha
   (read from a torch.fx trace of the module), and neither module is called twice. The arithmetic itself is
   PyTorch's `torch.nn.utils.fusion.fuse_conv_bn_eval`.
 - Channels-last 3D (`N, T, H, W, C` in memory) is the layout oneDNN's convolutions run fastest in on CPUs.
+- On CUDA, cuDNN autotuning (`cudnn.benchmark`) is switched on: clip shapes are fixed, so each convolution's
+  fastest algorithm is searched once. Timings that decide on compilation wait for the GPU (synchronize).
 - `torch.compile` with weight freezing lets Inductor pre-pack the convolution weights and fuse the pointwise
   tails (bias, ReLU, residual add). Compilation happens once per input shape; if it is unavailable or fails, the
   reason is recorded in `InferenceModel.report` and the model runs eagerly. It never raises because of the

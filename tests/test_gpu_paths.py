@@ -205,12 +205,10 @@ def test_device_follows_local_rank_under_torchrun(monkeypatch, two_fake_gpus):
     monkeypatch.setattr(torch.cuda, "device_count", lambda: 1)
     with pytest.raises(UnsupportedSetup, match="LOCAL_RANK=1 needs GPU 1, but this machine shows 1 GPU"):
         runtime.select_device("auto")
-
-
-def test_one_process_may_name_its_gpu(monkeypatch, two_fake_gpus):
-    monkeypatch.delenv("WORLD_SIZE", raising=False)
-    monkeypatch.delenv("LOCAL_RANK", raising=False)
-    assert runtime.select_device("cuda:1") == torch.device("cuda", 1)
+    monkeypatch.setattr(torch.cuda, "device_count", lambda: 2)
+    monkeypatch.delenv("WORLD_SIZE")
+    monkeypatch.delenv("LOCAL_RANK")
+    assert runtime.select_device("cuda:1") == torch.device("cuda", 1)  # one process may name its GPU
     assert runtime.select_device("auto") == torch.device("cuda", 0)
 
 
