@@ -22,6 +22,7 @@ import math
 import os
 import socket
 import time
+import warnings
 from contextlib import contextmanager, nullcontext
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -33,7 +34,7 @@ from torch.nn import functional as F
 from torch.utils.data import DataLoader, DistributedSampler
 
 from actionbert import runtime
-from actionbert.checkpoint import CheckpointError, inference_config, load_checkpoint, save_checkpoint
+from actionbert.checkpoint import inference_config, load_on_main, save_checkpoint
 from actionbert.config import RunConfig, config_from_dict, config_to_dict, dump_config, resolve, transform_resize
 from actionbert.metrics import topk_correct
 from actionbert.models import BertHead, VideoClassifier, get_backbone_spec
@@ -161,7 +162,9 @@ class _Progress:
 
 def _train(cfg: RunConfig, *, resume: bool, hooks: TrainHooks, device: torch.device,
            info: runtime.DistInfo) -> TrainResult:
-    ckpt = _read_last(cfg, info) if resume else None
+    # rank 0 reads last.pt and broadcasts it: the other processes (machines) need no copy of the run folder
+    ckpt = load_on_main(Path(cfg.train.out) / "last.pt", info, missing="nothing to resume (no last checkpoint in "
+                        "the run folder)") if resume else None
     if ckpt is not None:
         saved = config_from_dict(ckpt["config"], where=str(Path(cfg.train.out) / "last.pt"))
         # the run continues with its own config; only the epoch budget may be raised on resume
@@ -249,27 +252,6 @@ def _loaders(train_ds, val_ds, cfg: RunConfig, info: runtime.DistInfo, *, pin_me
                         drop_last=len(train_ds) >= t.batch_size * info.world_size, pin_memory=pin_memory),
             make_loader(val_ds, batch_size=t.batch_size, shuffle=False, seed=t.seed, info=info, workers=workers,
                         pin_memory=pin_memory))
-
-
-def _read_last(cfg: RunConfig, info: runtime.DistInfo) -> dict:
-    """The run's `last.pt`, read by rank 0 and broadcast: the other processes (other machines, maybe without the
-    run folder) never read it. A missing or unreadable file is an error on every process."""
-    last = Path(cfg.train.out) / "last.pt"
-    ckpt = error = None
-    if info.is_main:
-        if not last.is_file():
-            error = FileNotFoundError(f"{last}: nothing to resume (no last checkpoint in the run folder)")
-        else:
-            try:
-                ckpt = load_checkpoint(last, map_location="cpu")
-            except CheckpointError as e:
-                error = e
-    ckpt, message = runtime.broadcast_object((ckpt, str(error) if error else None), info)
-    if error is not None:
-        raise error
-    if message is not None:
-        raise CheckpointError(f"rank 0 could not resume: {message}")
-    return ckpt
 
 
 def _build_model(cfg: RunConfig, device: torch.device, info: runtime.DistInfo, hooks: TrainHooks, *,
@@ -416,37 +398,45 @@ def _forward_backward(model, core, batch, n_local: int, n_total: float, cfg, dev
     """Forward and backward of one batch; (loss, logits, labels), or None for a stand-in.
 
     The loss is weighted by n_local x world_size / n_total: DDP averages the processes' gradients, so this
-    makes the step's gradient the mean over all of its clips. A process without clips runs a stand-in clip in
-    eval mode (BatchNorm statistics, dropout and token masks untouched) with weight 0: it joins DDP's gradient
-    all-reduce and contributes nothing to it.
+    makes the step's gradient the mean over all of its clips. A process without clips runs a stand-in: an empty
+    batch (zero gradients) in eval mode (no BatchNorm statistic, dropout or token mask is touched), except for
+    SyncBatchNorm layers, which must join their collective and add a count of 0 to it.
     """
     t = cfg.train
-    if n_local:
-        video, labels, weight = batch["video"], batch["label"], n_local * info.world_size / n_total
+    stand_in = not n_local
+    if stand_in:
+        video = torch.zeros(0, 3, cfg.model.clip_len, cfg.model.input_size, cfg.model.input_size)
+        labels = torch.zeros(0, dtype=torch.long)
     else:
-        video = torch.zeros(1, 3, cfg.model.clip_len, cfg.model.input_size, cfg.model.input_size)
-        labels, weight = torch.zeros(1, dtype=torch.long), 0.0
+        video, labels = batch["video"], batch["label"]
     video = video.to(device, non_blocking=True).contiguous(memory_format=memory_format)
     labels = labels.to(device)
     sync = model.no_sync() if info.enabled and not sync_now else nullcontext()
-    with sync, (nullcontext() if n_local else _eval_mode(core)):
+    with sync, (_stand_in_mode(core) if stand_in else nullcontext()):
         with runtime.autocast(device, t.precision):
             logits = model(video)
-            loss = F.cross_entropy(logits.float(), labels, label_smoothing=t.label_smoothing)
-        scaler.scale(loss * weight / t.accumulation).backward()
-    return (loss, logits, labels) if n_local else None
+            if stand_in:
+                loss, objective = None, logits.float().sum()  # 0, and exactly zero gradients
+            else:
+                loss = F.cross_entropy(logits.float(), labels, label_smoothing=t.label_smoothing)
+                objective = loss * (n_local * info.world_size / n_total)
+        scaler.scale(objective / t.accumulation).backward()
+    return None if stand_in else (loss, logits, labels)
 
 
 @contextmanager
-def _eval_mode(module: nn.Module):
-    """Every submodule in eval mode for the duration, then each back in the mode it was in."""
+def _stand_in_mode(module: nn.Module):
+    """Every submodule but SyncBatchNorm in eval mode for the duration, then each back in its mode."""
     modes = [(m, m.training) for m in module.modules()]
-    module.eval()
+    for m in module.modules():
+        m.training = isinstance(m, nn.SyncBatchNorm) and m.training
     try:
-        yield
+        with warnings.catch_warnings():
+            warnings.filterwarnings("ignore", message=r"std\(\): degrees of freedom")  # the empty batch
+            yield
     finally:
         for m, mode in modes:
-            m.train(mode)
+            m.training = mode
 
 
 @torch.inference_mode()
