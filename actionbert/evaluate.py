@@ -77,7 +77,8 @@ def evaluate(model_path: str | Path, *, data: str | Path, split: str = "val", vi
 
     Under torchrun each process evaluates every world_size-th video of the split (each chosen view exactly
     once, nothing padded or repeated) on its own device (LOCAL_RANK); rank 0 gathers the results, writes the
-    report and returns it, the other processes return None. The report equals a one-process evaluation.
+    report and returns it, the other processes return None. The report is that of a one-process evaluation
+    (identical with batch_size 1; otherwise up to the rounding of other batch compositions).
 
     Args:
         model_path: training checkpoint (`best.pt`) or `actionbert` model folder.

@@ -19,7 +19,6 @@ from __future__ import annotations
 import csv
 import dataclasses
 import math
-import os
 import socket
 import time
 import warnings

@@ -12,9 +12,11 @@ Steps (in order; a failed step does not stop the others unless they need its out
   cuda:0. Each process runs in a folder of its own (the run folder is relative), as on machines without a
   shared filesystem: the resume works only if rank 0 reads last.pt and broadcasts it.
 - ddp eval: `actionbert eval` sharded over the same 2 processes; its report must equal the 1-process one.
+- ddp failed batch: 2 processes, batch 1, one unreadable training video: the stand-in step (SyncBN on 2+ GPUs).
 - export: ONNX (or TorchScript without onnx) of the fp32 checkpoint, checked against eager PyTorch.
 - speed: the speed benchmark's inference rows (`benchmarks/speed.py`'s models and inputs), on this device:
-  eager fp32 (naive) against `prepare_for_inference` in fp32, fp16 and bf16, clips/s (CUDA synchronized).
+  eager fp32 (naive) against `prepare_for_inference` in fp32, fp16 and bf16, clips/s (CUDA synchronized);
+  eager by default (`--compile`: compiled where it pays, minutes more).
 - one line per defect only a GPU shows: cudnn.benchmark on; fp16 BERT finite on CUDA; the precision table's
   choice for this GPU and its measured bf16/fp16 speed ratio; per-process CUDA RNG states in the 2-process
   checkpoint; the auto-compile timer waits for the GPU; validation of the 2-process run equals a 1-process
@@ -81,8 +83,9 @@ class Skip(Exception):
 
 
 class Ctx:
-    def __init__(self, device: str, work: Path, suite: str, quick: bool) -> None:
+    def __init__(self, device: str, work: Path, suite: str, quick: bool, compile_speed: bool = False) -> None:
         self.device, self.work, self.suite, self.quick = device, work, suite, quick
+        self.compile_speed = compile_speed
         self.cuda = device == "cuda"
         self.gpus = torch.cuda.device_count() if self.cuda else 0
         self.data = work / "prepared"
@@ -242,6 +245,39 @@ def step_ddp_eval(ctx: Ctx) -> str:
     return f"video top-1 {two['video']['top1']:.1f}% = 1 process, {two['clip']['num_clips']} clips each once"
 
 
+def step_ddp_failed_batch(ctx: Ctx) -> str:
+    """2 processes, batch 1 each, one training video unreadable: the process that draws it runs the stand-in
+    step (with SyncBN on 2+ GPUs: its collective with count 0). Must finish, count the failure, stay finite."""
+    import csv
+
+    from actionbert.data.cache import CACHE_DIRNAME, cache_file
+
+    broken = ctx.work / "prepared_broken"
+    shutil.copytree(ctx.data, broken)
+    with open(broken / "train.csv", newline="") as f:
+        reader = csv.DictReader(f)
+        fields, rows = reader.fieldnames, list(reader)
+    garbage = ctx.work / "garbage.mp4"  # the first training video becomes unreadable (and loses its cache)
+    garbage.write_bytes(os.urandom(4096))
+    rows[0]["path"] = str(garbage)
+    cache_file(broken / CACHE_DIRNAME, rows[0]["video_id"]).unlink(missing_ok=True)
+    with open(broken / "train.csv", "w", newline="") as f:
+        writer = csv.DictWriter(f, fieldnames=fields)
+        writer.writeheader()
+        writer.writerows(rows)
+    config = ctx.work / "config_broken.yaml"
+    config.write_text(CONFIG.format(data=broken).replace("batch_size: 4", "batch_size: 1"))
+    sync_bn = ["--sync-bn"] if ctx.cuda and ctx.gpus >= 2 else []
+    proc = torchrun([*launcher_args(ctx, "ddp_broken"), "train", str(config), "--quiet", "--epochs", "1",
+                     "--device", ctx.device, *sync_bn], ctx.work)
+    if proc.returncode != 0:
+        raise RuntimeError((proc.stderr or proc.stdout).strip()[-600:])
+    row = load_checkpoint(ctx.work / "ddp_broken" / "node0" / "run" / "last.pt")["history"][-1]
+    if row["failures"] < 1 or not math.isfinite(row["train_loss"]):
+        raise RuntimeError(f"failures {row['failures']}, train loss {row['train_loss']}")
+    return f"{'SyncBN, ' if sync_bn else ''}{row['failures']} failure(s), train loss {row['train_loss']:.3f}"
+
+
 def step_export(ctx: Ctx) -> str:
     try:
         import onnx  # noqa: F401
@@ -268,7 +304,8 @@ def step_speed(ctx: Ctx) -> str:
         for precision in PRECISIONS:
             if precision == "fp16" and not ctx.cuda:
                 continue
-            paths[precision] = prepare_for_inference(model, precision=precision, device=device)
+            paths[precision] = prepare_for_inference(model, precision=precision, device=device,
+                                                     compile="auto" if ctx.compile_speed else False)
         for batch in batches:
             x = bench_input(key, batch, seed=batch).to(device)
             flops = count_flops(MODELS[key][1], batch, train=False)
@@ -277,14 +314,15 @@ def step_speed(ctx: Ctx) -> str:
                 ctx.speed_rows.append({"model": MODELS[key][0], "batch": batch, "path": name,
                                        "clips_per_s": batch / seconds, "tflop_s": flops / seconds / 1e12})
             best = max(ctx.speed_rows[-len(paths):], key=lambda r: r["clips_per_s"])
-            best = f"{best['model']} b{batch}: best {best['path']} {best['clips_per_s']:.0f} clips/s"
+            best = f"{best['model']} b{batch}: best {best['path']} {best['clips_per_s']:.1f} clips/s"
     return best
 
 
 def _time_calls(fn, x: torch.Tensor, device: torch.device, repeats: int | None = None) -> float:
-    repeats = repeats or (10 if device.type == "cuda" else 3)
+    cuda = device.type == "cuda"  # on the CPU this script only checks itself: one warm-up, one timed call
+    repeats = repeats or (10 if cuda else 1)
     with torch.inference_mode():
-        for _ in range(4):  # warm-up: autotuning, "auto" compilation of a heavy shape on its 2nd call
+        for _ in range(4 if cuda else 1):  # warm-up: autotuning, "auto" compilation of a heavy shape (2nd call)
             fn(x)
         times = []
         for _ in range(repeats):
@@ -429,6 +467,7 @@ def plan(ctx: Ctx) -> list[tuple[str, object]]:
                   (f"predict {p}", lambda c, p=p: step_predict(c, p))]
     steps += [("resume", step_resume), ("ddp train (2 processes)", lambda c: step_ddp_train(c, False)),
               ("ddp resume, rank 0 reads", lambda c: step_ddp_train(c, True)), ("ddp eval (sharded)", step_ddp_eval),
+              ("ddp failed batch (4)", step_ddp_failed_batch),
               ("export", step_export), ("speed: inference rows", step_speed),
               ("gpu: cudnn.benchmark (7)", gpu_cudnn_benchmark), ("gpu: fp16 BERT finite (1)", gpu_fp16_bert),
               ("gpu: precision table (5)", gpu_precision_table), ("gpu: per-rank CUDA RNG (2, 3)", gpu_rng_per_rank),
@@ -451,12 +490,16 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--suite", choices=["fast", "full", "none"], default=None,
                    help="test suite: fast (not slow; default on CUDA), full, none (default on the CPU)")
     p.add_argument("--quick", action="store_true", help="speed rows for R(2+1)D-18 batch 1 only")
+    p.add_argument("--compile", action="store_true",
+                   help="speed rows with torch.compile where it pays (as predict/eval run; adds minutes of "
+                        "compilation); default: the prepared copy run eagerly")
+    p.add_argument("--only", nargs="+", metavar="TEXT", help="run only the steps whose name contains one of these")
     p.add_argument("--work", type=Path, help="working folder (default: a temporary one, removed at the end)")
     p.add_argument("--json", type=Path, help="also write the rows (and speed rows) here")
     args = p.parse_args(argv)
     suite = args.suite or ("fast" if args.device == "cuda" else "none")
-    ctx = Ctx(args.device, args.work or Path("."), suite, args.quick)
-    steps = plan(ctx)
+    ctx = Ctx(args.device, args.work or Path("."), suite, args.quick, args.compile)
+    steps = [(n, f) for n, f in plan(ctx) if not args.only or any(t in n for t in args.only)]
     if args.dry_run:
         print("\n".join(f"{i + 1:2d}. {name}" for i, (name, _) in enumerate(steps)))
         return 0
@@ -485,7 +528,9 @@ def main(argv: list[str] | None = None) -> int:
             shutil.rmtree(work, ignore_errors=True)
     print(table(rows))
     if ctx.speed_rows:
-        print("\n| model | batch | path | clips/s | TFLOP/s |\n|---|---|---|---|---|")
+        how = "compiled where it pays" if ctx.compile_speed else "prepared copy run eagerly (--compile to compile)"
+        print(f"\nInference on {ctx.device}, medians of synchronized calls; naive = eager fp32 model; fp32/fp16/bf16 ="
+              f" prepare_for_inference, {how}.\n\n| model | batch | path | clips/s | TFLOP/s |\n|---|---|---|---|---|")
         for r in ctx.speed_rows:
             print(f"| {r['model']} | {r['batch']} | {r['path']} | {r['clips_per_s']:.1f} | {r['tflop_s']:.2f} |")
     if args.json:

@@ -24,7 +24,7 @@ from torch import nn
 from actionbert import runtime
 from actionbert.checkpoint import load_checkpoint
 from actionbert.cli import main
-from actionbert.config import DataConfig, ModelConfig, RunConfig, TrainConfig, config_from_dict, load_config
+from actionbert.config import ModelConfig, RunConfig, TrainConfig, config_from_dict, load_config
 from actionbert.models import BertHead, VideoClassifier, build_model
 from actionbert.runtime import DistInfo, UnsupportedSetup
 
@@ -336,8 +336,8 @@ def ddp_runs(tmp_path_factory) -> dict[str, Path]:
     config.write_text(f"""
 model: {{backbone: r2plus1d_tiny, head: bert, clip_len: 16, input_size: 32}}
 data: {{root: {root / 'prepared'}, resize: [36, 48], num_workers: 0}}
-train: {{out: run, epochs: 2, batch_size: 2, lr: 1.0e-3, seed: 3}}
-""")  # dropout, token masks and BatchNorm updates all on
+train: {{out: run, epochs: 2, batch_size: 2, lr: 1.0e-3, seed: 3, device: cpu}}
+""")  # dropout, token masks and BatchNorm updates all on; gloo on the CPU also where CUDA is visible
     wrapper = root / "node.py"
     wrapper.write_text(WRAPPER)
     _torchrun([str(wrapper), str(root / "a"), "train", str(config), "--quiet"], root)
@@ -404,12 +404,13 @@ def test_eval_under_torchrun_shards_videos_and_rank_0_reports(ddp_runs):
     model, out = ddp_runs["a"] / "last.pt", ddp_runs["root"] / "eval2"
     # eager on both sides: "auto" compilation depends on timings, which vary with the machine's load
     proc = _torchrun(["-m", "actionbert", "eval", str(model), "--data", str(ddp_runs["prepared"]), "--out", str(out),
-                      "--views", "0x5", "--batch-size", "1", "--workers", "0", "--temporal-check", "--eager"],
+                      "--views", "0x5", "--batch-size", "1", "--workers", "0", "--temporal-check", "--eager",
+                      "--device", "cpu"],
                      ddp_runs["root"])
     assert proc.stdout.count("report: ") == 1  # rank 0 only
     two = json.loads((out / "report.json").read_text())
     one = evaluate(model, data=ddp_runs["prepared"], views="0x5", batch_size=1, workers=0, temporal_check=True,
-                   fast=False)
+                   fast=False, device="cpu")
     assert two["evaluated_videos"] == one["evaluated_videos"] == one["num_videos"] == 4
     assert two["clip"]["num_clips"] == one["clip"]["num_clips"]  # every view once: nothing padded or repeated
     assert two == json.loads(json.dumps(one))
