@@ -414,3 +414,14 @@ def test_eval_under_torchrun_shards_videos_and_rank_0_reports(ddp_runs):
     assert two["evaluated_videos"] == one["evaluated_videos"] == one["num_videos"] == 4
     assert two["clip"]["num_clips"] == one["clip"]["num_clips"]  # every view once: nothing padded or repeated
     assert two == json.loads(json.dumps(one))
+
+
+# ------------------------------------------------------------------------------ benchmarks/gpu_check.py
+@pytest.mark.slow
+def test_gpu_check_lists_its_steps_and_skips_cleanly_without_cuda():
+    script = Path(__file__).resolve().parents[1] / "benchmarks" / "gpu_check.py"
+    plan = subprocess.run([sys.executable, str(script), "--dry-run"], capture_output=True, text=True, timeout=120)
+    assert plan.returncode == 0 and "ddp resume, rank 0 reads" in plan.stdout and "gpu: fp16 BERT" in plan.stdout
+    if not torch.cuda.is_available():
+        run = subprocess.run([sys.executable, str(script)], capture_output=True, text=True, timeout=120)
+        assert run.returncode == 0 and run.stdout.startswith("no CUDA")
