@@ -302,6 +302,19 @@ def test_a_failed_batch_keeps_ddp_in_step_and_changes_no_statistic_or_weight(tmp
         torch.testing.assert_close(ranks[1][k], expected, rtol=1e-6, atol=1e-7, msg=lambda m: f"rank 1 {k}: {m}")
 
 
+# ----------------------------------------------------------------------- 8. data on every machine
+def test_a_machine_that_sees_none_of_the_videos_is_a_clear_error(tmp_path):
+    from actionbert.data.dataset import Sample, check_visible
+
+    gone = [Sample(video_id=f"v{i}.mp4", path=str(tmp_path / f"v{i}.mp4"), label=0, num_frames=20) for i in range(3)]
+    with pytest.raises(FileNotFoundError, match=r"v0.mp4: not found on node7 \(rank 3\).*same paths"):
+        check_visible(gone, where="node7 (rank 3)")
+    (tmp_path / "v2.mp4").write_bytes(b"")  # one visible video: the others are ordinary per-video failures
+    check_visible(gone, where="node7 (rank 3)")
+    cached = [Sample(video_id="c.mp4", path="/elsewhere/c.mp4", label=0, num_frames=20, cache=str(tmp_path / "c"))]
+    check_visible(cached, where="node7 (rank 3)")
+
+
 # ------------------------------------------------------- 2, 3, 6, 8, 9: torchrun runs on 2 gloo processes
 WRAPPER = """
 import os, sys
