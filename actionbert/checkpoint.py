@@ -23,6 +23,7 @@ from typing import Any
 import torch
 from safetensors.torch import load_file, save_file
 
+from actionbert import runtime
 from actionbert.errors import DataError
 from actionbert.fileio import atomic_write, atomic_write_text, to_json
 from actionbert.models import ModelConfig, VideoClassifier
@@ -59,6 +60,27 @@ def load_checkpoint(path: str | Path, *, map_location: str | torch.device = "cpu
     except Exception as e:  # noqa: BLE001 - arbitrary bytes fail anywhere in torch's reader (struct.error, ...)
         first = (str(e).strip().splitlines() or [""])[0]
         raise CheckpointError(f"{path}: not a readable PyTorch checkpoint ({first or type(e).__name__})") from None
+
+
+def load_on_main(path: str | Path, info: runtime.DistInfo, *, missing: str) -> dict[str, Any]:
+    """`load_checkpoint` on rank 0, broadcast to every process (collective), so the other processes, maybe on
+    machines without the file, never read it. A missing file is FileNotFoundError("<path>: <missing>"); an error
+    on rank 0 is raised on every process."""
+    path = Path(path)
+    ckpt = error = None
+    if info.is_main:
+        try:
+            if not path.is_file():
+                raise FileNotFoundError(f"{path}: {missing}")
+            ckpt = load_checkpoint(path)
+        except (FileNotFoundError, CheckpointError) as e:
+            error = e
+    ckpt, message = runtime.broadcast_object((ckpt, str(error) if error else None), info)
+    if error is not None:
+        raise error
+    if message is not None:
+        raise CheckpointError(f"rank 0 could not load it: {message}")
+    return ckpt
 
 
 def _unpickling_detail(error: Exception) -> str:

@@ -10,7 +10,7 @@ from __future__ import annotations
 import argparse
 import sys
 
-from actionbert.precisions import INFERENCE_PRECISIONS, TRAIN_PRECISIONS
+from actionbert.precisions import PREDICT_CHOICES, TRAIN_PRECISIONS
 from actionbert.errors import EXIT_BUG, EXIT_ERROR, EXIT_SOME_FAILED, ActionbertError
 
 
@@ -45,8 +45,9 @@ def _args_train(p: argparse.ArgumentParser) -> None:
                                                                 "checkpoints, metrics, TensorBoard logs, eval_*)")
     p.add_argument("--out", help="run folder (train.out)")
     p.add_argument("--data", help="prepared dataset folder (data.root)")
-    p.add_argument("--precision", choices=TRAIN_PRECISIONS, help="train.precision")
-    p.add_argument("--device", help="train.device: auto, cpu, cuda, cuda:1 ...")
+    p.add_argument("--precision", choices=TRAIN_PRECISIONS, help="train.precision (auto: the device's fast one)")
+    p.add_argument("--device", help="train.device: auto, cpu, cuda, cuda:1 ... (under torchrun: auto or cuda; each "
+                                    "process uses GPU LOCAL_RANK)")
     p.add_argument("--epochs", type=int, help="train.epochs")
     p.add_argument("--pretrained", help="weights to start from: a file, or a name from `actionbert models "
                                         "--weights` (downloaded once, verified) (train.pretrained)")
@@ -301,22 +302,25 @@ def _args_eval(p: argparse.ArgumentParser) -> None:
                    help="also evaluate frame-reversed and frame-shuffled clips (order dependence)")
     p.add_argument("--out", help="folder for report.json, confusion.csv/png, predictions.csv")
     p.add_argument("--device", default="auto")
-    p.add_argument("--precision", default="fp32", choices=INFERENCE_PRECISIONS)
+    p.add_argument("--precision", default="fp32", choices=PREDICT_CHOICES,
+                   help="autocast precision (auto: the device's fast one)")
     p.add_argument("--batch-size", type=int, default=4)
-    p.add_argument("--workers", type=int, default=0)
+    p.add_argument("--workers", type=int, help="loader processes decoding beside the model (default 2; 0: none)")
     p.add_argument("--eager", action="store_true", help="run the model as trained (no BatchNorm folding/compile)")
 
 
 def _run_eval(args: argparse.Namespace) -> int:
+    import os
     from pathlib import Path
 
     from tqdm import tqdm
 
-    from actionbert.evaluate import evaluate
+    from actionbert.evaluate import EVAL_WORKERS, evaluate
 
     out = args.out or str(Path(args.model).parent / f"eval_{args.split}")
-    # shown after 1 s, so an error before the first batch prints nothing else
-    bar = tqdm(total=0, unit="clip", desc="evaluating", leave=False, dynamic_ncols=True, delay=1)
+    main_process = os.environ.get("RANK", "0") == "0"  # under torchrun: rank 0 shows progress and the report
+    bar = tqdm(total=0, unit="clip", desc="evaluating", leave=False, dynamic_ncols=True, delay=1,
+               disable=not main_process)  # shown after 1 s: an error before the first batch prints nothing else
 
     def on_batch(done, total):
         bar.total = total
@@ -325,9 +329,14 @@ def _run_eval(args: argparse.Namespace) -> int:
 
     report = evaluate(args.model, data=args.data, split=args.split, views=args.views,
                       temporal_check=args.temporal_check, out=out, device=args.device, precision=args.precision,
-                      batch_size=args.batch_size, workers=args.workers, fast=not args.eager, on_batch=on_batch,
+                      batch_size=args.batch_size, workers=EVAL_WORKERS if args.workers is None else args.workers,
+                      fast=not args.eager, on_batch=on_batch,
                       on_failure=lambda vid, reason: tqdm.write(f"warning: skipped {vid}: {reason}"))
     bar.close()
+    if report is None:  # another process of a torchrun evaluation: rank 0 reports
+        return 0
+    for note in report["notes"]:
+        print(f"note: {note}")
     v = report["video"]
     print(f"{report['evaluated_videos']}/{report['num_videos']} videos, views {report['views']}")
     if "clip" in report:
@@ -365,7 +374,8 @@ def _args_predict(p: argparse.ArgumentParser) -> None:
     p.add_argument("--plot", help="folder for one timeline PNG per video (names from the video paths, distinct)")
     p.add_argument("--report", help="folder for an HTML report: index.html and one self-contained page per video")
     p.add_argument("--device", default="auto")
-    p.add_argument("--precision", default="fp32", choices=INFERENCE_PRECISIONS)
+    p.add_argument("--precision", default="fp32", choices=PREDICT_CHOICES,
+                   help="autocast precision (auto: the device's fast one)")
     p.add_argument("--batch-size", type=int, default=4)
     p.add_argument("--eager", action="store_true", help="run the model as trained (no BatchNorm folding/compile)")
 
@@ -374,7 +384,7 @@ def _run_predict(args: argparse.Namespace) -> int:
     """Exit status: 0 every video predicted (caveats are warnings), 1 some video failed, 2 usage error."""
     from actionbert.checkpoint import CheckpointError, load_model
     from actionbert.predict import Predictor
-    from actionbert.runtime import init_distributed, select_device
+    from actionbert.runtime import init_distributed, resolve_precision, select_device
 
     videos = _predict_inputs(args)
     if isinstance(videos, int):
@@ -389,8 +399,11 @@ def _run_predict(args: argparse.Namespace) -> int:
         return 2
     try:
         device = select_device(args.device, local_rank=dist_info.local_rank)
+        precision, note = resolve_precision(device, args.precision)
+        if note and dist_info.is_main:
+            print(f"note: {note}", file=sys.stderr)
         model, info = load_model(args.model)
-        predictor = Predictor(model, info, device=device, precision=args.precision, hop=args.hop,
+        predictor = Predictor(model, info, device=device, precision=precision, hop=args.hop,
                               batch_size=args.batch_size, fast=not args.eager)
     except (CheckpointError, ValueError) as e:
         print(f"error: {e}", file=sys.stderr)
@@ -637,8 +650,10 @@ def _run_ablate(args: argparse.Namespace) -> int:
     from actionbert.ablate import parse_grid, run_ablation
     from actionbert.config import load_config
     from actionbert.evaluate import evaluate
+    from actionbert.runtime import single_process_only
     from actionbert.train import train
 
+    single_process_only("ablate", "run it without torchrun (it trains on one GPU: --set train.device=cuda:N)")
     base = load_config(args.config, args.overrides)
     grid = parse_grid(args.grid)
     out = Path(args.out or Path(base.train.out) / "ablation")
@@ -817,6 +832,13 @@ def _dispatch(args: argparse.Namespace) -> int:
         # torch.compile's C++ build imports torch.utils.cpp_extension, which warns "No CUDA runtime is found" on
         # every CPU-only machine; actionbert builds no CUDA extension, so that warning is noise here.
         logging.getLogger("torch.utils.cpp_extension").setLevel(logging.ERROR)
+        from actionbert.runtime import UnsupportedSetup
+
+        try:
+            return run(args)
+        except UnsupportedSetup as e:  # a device / precision / process layout the command cannot run with
+            print(f"error: {e}", file=sys.stderr)
+            return 2
     return run(args)
 
 

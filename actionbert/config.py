@@ -73,8 +73,9 @@ class TrainConfig:
         warmup_epochs: linear learning-rate warm-up from lr/100 over this many epochs (0 = off).
         freeze_backbone_epochs: train only the head and classifier for this many first epochs.
         early_stopping: stop after this many epochs without a better validation top-1 (0 = off).
-        precision: "fp32", "bf16" (autocast, also on CPU), "fp16" (GPU only, with a gradient scaler) or "fp64"
-            (float64 weights and activations: many times slower; for exactness checks such as the DDP test).
+        precision: "fp32", "bf16" (autocast, also on CPU), "fp16" (GPU only, with a gradient scaler), "auto" (the
+            device's fast one, see the table in `actionbert.runtime`; the run's config.yaml records the choice) or
+            "fp64" (float64 weights and activations: many times slower; for exactness checks such as the DDP test).
         channels_last: run convolutions in channels-last 3D memory format.
         sync_bn: synchronise BatchNorm statistics across processes (small per-GPU batches; CUDA only).
         freeze_bn: keep BatchNorm layers in eval mode (running statistics; affine parameters still train).

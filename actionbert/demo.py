@@ -88,14 +88,14 @@ def base_config(demo: DemoConfig, prepared: Path) -> RunConfig:
 
 
 def _resolve_precision(demo: DemoConfig, log: Callable[[str], None]) -> DemoConfig:
-    """"auto" -> bf16 where the device runs it natively, else fp32; said once either way."""
+    """"auto" -> the device's fast precision (`runtime.resolve_precision`); said once."""
     if demo.precision != "auto":
         return demo
     from actionbert import runtime
 
-    slow = runtime.bf16_is_slow(runtime.select_device("auto"))
-    log(f"    precision fp32: {slow}" if slow else "    precision bf16 (autocast; this device runs bf16 natively)")
-    return dataclasses.replace(demo, precision="fp32" if slow else "bf16")
+    precision, note = runtime.resolve_precision(runtime.select_device("auto"), "auto")
+    log(f"    precision {precision}" + (f" ({note})" if note else " (the device runs it natively)"))
+    return dataclasses.replace(demo, precision=precision)
 
 
 def run_demo(demo: DemoConfig, *, log: Callable[[str], None] = lambda s: None,

@@ -64,9 +64,13 @@ def select_windows(count: int, clips: int) -> list[int]:
     return sorted({round(i * (count - 1) / (clips - 1)) for i in range(clips)})
 
 
+EVAL_WORKERS = 2  # loader processes decoding beside the model (as training's data.num_workers); 0: in-process
+
+
 def evaluate(model_path: str | Path, *, data: str | Path, split: str = "val", views: str = "all",
              temporal_check: bool = False, out: str | Path | None = None, device: str = "auto",
-             precision: str = "fp32", batch_size: int = 4, workers: int = 0, seed: int = 0, fast: bool = True,
+             precision: str = "fp32", batch_size: int = 4, workers: int = EVAL_WORKERS, seed: int = 0,
+             fast: bool = True,
              on_batch: Callable[[int, int], None] = lambda done, total: None,
              on_failure: Callable[[str, str], None] = lambda vid, reason: None) -> dict:
     """Evaluate a checkpoint or model folder on a prepared split; returns (and writes) the JSON report.
@@ -82,11 +86,33 @@ def evaluate(model_path: str | Path, *, data: str | Path, split: str = "val", vi
         batch_size: test items (windows) per forward pass; each carries all its crops.
         fast: evaluate the prepared inference copy (BatchNorm folded, channels-last, compiled where it pays).
     """
+    v = Views.parse(views)
+    dev = runtime.select_device(device)
+    precision, precision_note = runtime.resolve_precision(dev, precision)
+    with runtime.distributed(dev.type) as dist_info:
+        scores, samples, classes, v, notes = _score(model_path, data, split, v, dev, precision, fast, dist_info,
+                                                     seed=seed, batch_size=batch_size, workers=workers,
+                                                     temporal_check=temporal_check, on_batch=on_batch,
+                                                     on_failure=on_failure)
+        parts = runtime.gather_to_main(scores.state(), dist_info)
+    if parts is None:
+        return None  # another process writes the report
+    scores.merge(parts[1:], samples)
+    notes += [precision_note] if precision_note else []
+    report = _report(scores, samples, classes, v, notes, temporal_check=temporal_check)
+    report = {"model": str(model_path), "data": str(data), "split": split, **report}
+    if out is not None:
+        write_report(report, Path(out))
+    return report
+
+
+def _score(model_path, data, split, v: "Views", dev, precision, fast, dist_info, *, seed, batch_size, workers,
+           temporal_check, on_batch, on_failure):
+    """This process's share of the test windows (every world_size-th video), scored: (_Scores, samples,
+    classes, views, notes)."""
     from actionbert.data import load_split
     from actionbert.inference import prepare_for_inference
 
-    v = Views.parse(views)
-    dev = runtime.select_device(device)
     model, info = load_model(model_path, map_location="cpu")
     samples, classes = load_split(data, split)
     model = prepare_for_inference(model, precision=precision, device=dev) if fast else model.to(dev).eval()
@@ -97,20 +123,23 @@ def evaluate(model_path: str | Path, *, data: str | Path, split: str = "val", vi
     if v.crops > pre.test_crops:
         v = Views(v.clips, pre.test_crops)
         notes.append("trained without horizontal flips: mirrored views left out (5 crops)")
-    loader = _test_loader(samples, pre, v, seed=seed, batch_size=batch_size, workers=workers, device=dev)
+    loader = _test_loader(samples, pre, v, seed=seed, batch_size=batch_size, workers=workers, device=dev,
+                          share=(dist_info.rank, dist_info.world_size))
     orders = ORDERS if temporal_check else ORDERS[:1]
-    gen = torch.Generator().manual_seed(seed)
-    shuffle = torch.randperm(pre.clip_len, generator=gen)
-    scores = _Scores(orders)
+    scores = _Scores(orders, torch.randperm(pre.clip_len, generator=torch.Generator().manual_seed(seed)))
     with torch.inference_mode():
         for batch in loader:
-            scores.add(batch, model, shuffle=shuffle, device=dev, precision="fp32" if fast else precision,
+            scores.add(batch, model, shuffle=scores.shuffle, device=dev, precision="fp32" if fast else precision,
                        on_failure=on_failure)  # the prepared (fast) copy autocasts itself
             on_batch(scores.done, len(loader.dataset))
+    return scores, samples, classes, v, notes
+
+
+def _report(scores: "_Scores", samples, classes, v: "Views", notes: list[str], *, temporal_check: bool) -> dict:
     failed_ids = {f["video_id"] for f in scores.failures}
     ids = [s.video_id for s in samples if s.video_id in scores.labels and s.video_id not in failed_ids]
     report: dict = {
-        "model": str(model_path), "data": str(data), "split": split, "classes": list(classes),
+        "classes": list(classes),
         "views": {"clips_per_video": v.clips or "all", "crops": v.crops,
                   "mean_views_per_video": (sum(scores.views[i] for i in ids) / len(ids)) if ids else 0},
         "num_videos": len(samples), "evaluated_videos": len(ids),
@@ -121,22 +150,24 @@ def evaluate(model_path: str | Path, *, data: str | Path, split: str = "val", vi
         report["video"] = {"top1": None, "mean_class_accuracy": None}  # undefined: null, never NaN
         report["note"] = "no video could be evaluated"
     else:
-        report.update(scores.metrics(ids, classes, temporal_check=temporal_check, shuffle=shuffle))
-    if out is not None:
-        write_report(report, Path(out))
+        report.update(scores.metrics(ids, classes, temporal_check=temporal_check, shuffle=scores.shuffle))
     return report
 
 
 def _test_loader(samples, pre, v: Views, *, seed: int, batch_size: int, workers: int,
-                 device: torch.device) -> DataLoader:
-    """The chosen test windows of `samples`, each item carrying its `v.crops` views of the record `pre`."""
+                 device: torch.device, share: tuple[int, int] = (0, 1)) -> DataLoader:
+    """The chosen test windows of `samples`, each item carrying its `v.crops` views of the record `pre`; with
+    `share` = (rank, world size) only every world-size-th video's, so a video's views stay in one process and
+    every view is evaluated exactly once (no padding)."""
     from actionbert.data import VideoClipDataset, collate_clips
     from actionbert.data.transforms import transforms_for
 
     looks = transforms_for(pre)
     transform = looks["val"] if v.crops == 1 else _first_views(looks["test"], v.crops)
     dataset = VideoClipDataset(samples, preprocessing=pre, mode="test", transform=transform, seed=seed)
-    chosen = [i for i, (s, k, count) in enumerate(dataset.items) if k in select_windows(count, v.clips)]
+    rank, world = share
+    chosen = [i for i, (s, k, count) in enumerate(dataset.items)
+              if s % world == rank and k in select_windows(count, v.clips)]
     return DataLoader(Subset(dataset, chosen), batch_size=batch_size, shuffle=False, num_workers=workers,
                       collate_fn=collate_clips, pin_memory=device.type == "cuda")
 
@@ -144,8 +175,8 @@ def _test_loader(samples, pre, v: Views, *, seed: int, batch_size: int, workers:
 class _Scores:
     """Logits summed per video and kept per clip, for each frame order, as batches come in."""
 
-    def __init__(self, orders: tuple[str, ...]):
-        self.orders = orders
+    def __init__(self, orders: tuple[str, ...], shuffle: torch.Tensor):
+        self.orders, self.shuffle = orders, shuffle
         self.video_sum: dict[str, dict[str, torch.Tensor]] = {o: {} for o in orders}
         self.views: dict[str, int] = {}
         self.clip_logits: dict[str, list[torch.Tensor]] = {o: [] for o in orders}
@@ -153,6 +184,24 @@ class _Scores:
         self.labels: dict[str, int] = {}
         self.failures: list[dict] = []
         self.done = 0
+
+    FIELDS = ("video_sum", "views", "clip_logits", "clip_labels", "labels", "failures")
+
+    def state(self) -> dict:
+        return {k: getattr(self, k) for k in self.FIELDS}
+
+    def merge(self, others: list[dict], samples) -> None:
+        """Add other processes' `state()`s (each video lives in one process); failures in split order."""
+        for other in others:
+            for order in self.orders:
+                self.video_sum[order].update(other["video_sum"][order])
+                self.clip_logits[order] += other["clip_logits"][order]
+            self.views.update(other["views"])
+            self.labels.update(other["labels"])
+            self.clip_labels += other["clip_labels"]
+            self.failures += other["failures"]
+        position = {s.video_id: i for i, s in enumerate(samples)}
+        self.failures.sort(key=lambda f: position.get(f["video_id"], len(position)))
 
     def add(self, batch: dict, model, *, shuffle: torch.Tensor, device: torch.device, precision: str,
             on_failure: Callable[[str, str], None]) -> None:

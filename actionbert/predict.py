@@ -68,7 +68,7 @@ class Predictor:
             (`Preprocessing.from_info`, also for files written before the record), the only source of the clip
             length, stride, resize, crop and normalisation.
         device: where the model runs.
-        precision: "fp32" or "bf16"/"fp16" autocast.
+        precision: "fp32", "bf16"/"fp16" autocast, or "auto" (`runtime.resolve_precision`).
         hop: frames between window starts (default: one clip span, i.e. non-overlapping windows).
         batch_size: windows per forward pass.
         fast: run the prepared inference copy (`inference.prepare_for_inference`: BatchNorm folded,
@@ -81,6 +81,7 @@ class Predictor:
         from actionbert.inference import prepare_for_inference
 
         self.device = torch.device(device)
+        precision = runtime.resolve_precision(self.device, precision)[0]  # "auto" -> the device's fast one
         self.model = (prepare_for_inference(model, precision=precision, device=self.device) if fast
                       else model.to(self.device).eval())
         self.fast = fast

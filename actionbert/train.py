@@ -5,8 +5,10 @@ bf16/fp16 autocast) -> validation on centre clips -> ReduceLROnPlateau on the va
 TensorBoard, `last.pt` (every epoch) and `best.pt` (best validation top-1), curves as PNG. Only rank 0 writes.
 
 Determinism: the sample order of epoch e is a function of (seed, e) (a seeded DistributedSampler, also with one
-process), and every checkpoint stores all RNG states, so a CPU run killed after epoch k and resumed ends with
-exactly the weights of an uninterrupted run.
+process); process r seeds its generators from (seed, r) (rank 0: the seed itself), so processes draw different
+dropout and token masks; every checkpoint stores every process's RNG states (its CPU generator and its own GPU's),
+so a CPU run killed after epoch k and resumed with as many processes ends with exactly the weights of an
+uninterrupted run. Under torchrun only rank 0 reads (`last.pt`, broadcast to the others) and writes the run folder.
 
 Videos that fail to decode are reported through `TrainHooks.on_failure` by name and left out of that batch;
 they are never replaced by another sample.
@@ -17,9 +19,10 @@ from __future__ import annotations
 import csv
 import dataclasses
 import math
-import os
+import socket
 import time
-from contextlib import nullcontext
+import warnings
+from contextlib import contextmanager, nullcontext
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable
@@ -30,7 +33,7 @@ from torch.nn import functional as F
 from torch.utils.data import DataLoader, DistributedSampler
 
 from actionbert import runfolder, runtime
-from actionbert.checkpoint import inference_config, load_checkpoint
+from actionbert.checkpoint import inference_config, load_on_main
 from actionbert.config import (RunConfig, TrainConfig, config_from_dict, config_to_dict, dump_config,
                                preprocessing_of, resolve, resume_config)
 from actionbert.errors import DataError, MissingFileError, UsageError
@@ -152,9 +155,8 @@ def train(cfg: RunConfig, *, resume: bool = False, overwrite: bool = False,
     `overwrite` (delete its run files first); see `actionbert.runfolder`.
     """
     hooks = hooks or TrainHooks()
-    device = runtime.select_device(cfg.train.device, local_rank=int(os.environ.get("LOCAL_RANK", "0")))
-    if cfg.train.precision == "fp16" and device.type != "cuda":
-        raise UsageError(f"train.precision fp16 needs a CUDA device, and this run uses {device}; use bf16 or fp32")
+    device = runtime.select_device(cfg.train.device)  # under torchrun: GPU LOCAL_RANK
+    runtime.resolve_precision(device, cfg.train.precision)  # an impossible precision (fp16 on a CPU): said now
     info = runtime.init_distributed(device.type, timeout_s=cfg.train.dist_timeout_s)
     try:
         return _train(cfg, resume=resume, overwrite=overwrite, hooks=hooks, device=device, info=info)
@@ -165,6 +167,27 @@ def train(cfg: RunConfig, *, resume: bool = False, overwrite: bool = False,
         raise failure from e
     finally:
         runtime.shutdown_distributed()
+
+
+def _settle(cfg: RunConfig, device: torch.device, info: runtime.DistInfo, hooks: TrainHooks):
+    """(the config with precision and class count resolved, (train dataset, val dataset, classes)); seeds this
+    process. A dataset problem on any process stops every process."""
+    from actionbert.data.dataset import check_visible
+
+    precision, note = runtime.resolve_precision(device, cfg.train.precision)
+    cfg = dataclasses.replace(cfg, train=dataclasses.replace(cfg.train, precision=precision))
+    if note and info.is_main:
+        hooks.on_message(f"note: {note}")
+    runtime.seed_everything(cfg.train.seed, rank=info.rank)  # each process draws its own dropout and masks
+    error = datasets = None
+    try:
+        datasets = build_datasets(cfg)
+        if info.enabled:  # every machine must see the videos; a single process skips missing ones one by one
+            check_visible(datasets[0].samples, where=f"{socket.gethostname()} (rank {info.rank})")
+    except (FileNotFoundError, ValueError) as e:
+        error = e
+    runtime.raise_together(error, device, info)
+    return resolve(cfg, num_classes=len(datasets[2])), datasets
 
 
 def _load_pretrained(model: VideoClassifier, t: TrainConfig, *, hooks: TrainHooks,
@@ -187,13 +210,13 @@ def _train(cfg: RunConfig, *, resume: bool, overwrite: bool, hooks: TrainHooks, 
     run_dir = Path(cfg.train.out)
     ckpt = None
     if resume:
-        ckpt = load_checkpoint(runfolder.resume_checkpoint(run_dir), map_location="cpu")
+        # rank 0 reads last.pt and broadcasts it: the other processes (machines) need no copy of the run folder
+        ckpt = load_on_main(runfolder.resume_checkpoint(run_dir) if info.is_main else run_dir / "last.pt", info,
+                            missing="nothing to resume (no last checkpoint in the run folder)")
         cfg, changes = resume_config(config_from_dict(ckpt["config"], where=str(run_dir / "last.pt")), cfg)
         if info.is_main and changes:
             hooks.on_message("resume: " + "; ".join(changes))
-    runtime.seed_everything(cfg.train.seed)
-    train_ds, val_ds, classes = build_datasets(cfg)
-    cfg = resolve(cfg, num_classes=len(classes))
+    cfg, (train_ds, val_ds, classes) = _settle(cfg, device, info, hooks)
     if cfg.model.num_classes != len(classes):
         raise DataError(f"model.num_classes={cfg.model.num_classes} but the dataset {cfg.data.root} has "
                         f"{len(classes)} classes; remove model.num_classes from the config to use the dataset's")
@@ -206,7 +229,7 @@ def _train(cfg: RunConfig, *, resume: bool, overwrite: bool, hooks: TrainHooks, 
         for note in notes:
             hooks.on_message(note)
         parts = _build(cfg, ckpt, device, info, hooks)
-        progress = _progress(ckpt, parts, run_dir, device, info, hooks)
+        progress = _progress(ckpt, parts, run_dir, device, info, hooks, cfg.train.seed)
         writer = _start_run_folder(run_dir, cfg, classes) if info.is_main else None
         try:
             return _fit(cfg, parts, progress, train_ds, val_ds, classes, run_dir, device, info, hooks, writer)
@@ -241,9 +264,6 @@ class _Progress:
 def _build(cfg: RunConfig, ckpt: dict | None, device: torch.device, info: runtime.DistInfo,
            hooks: TrainHooks) -> _Parts:
     t = cfg.train
-    slow = runtime.bf16_is_slow(device) if t.precision == "bf16" else None
-    if slow and info.is_main:
-        hooks.on_message(f"note: precision bf16 as asked, but {slow}; --precision fp32 would be faster here")
     model = VideoClassifier(cfg.model)
     if t.pretrained and ckpt is None:
         _load_pretrained(model, t, hooks=hooks, info=info)
@@ -272,7 +292,7 @@ def _build(cfg: RunConfig, ckpt: dict | None, device: torch.device, info: runtim
 
 
 def _progress(ckpt: dict | None, parts: _Parts, run_dir: Path, device: torch.device, info: runtime.DistInfo,
-              hooks: TrainHooks) -> _Progress:
+              hooks: TrainHooks, seed: int) -> _Progress:
     """The run's standing from `last.pt` (or a fresh one), after `runfolder.repair` made the folder consistent."""
     lost = 0.0
     if info.is_main:
@@ -287,7 +307,9 @@ def _progress(ckpt: dict | None, parts: _Parts, run_dir: Path, device: torch.dev
                          stale=ckpt["stale_epochs"], history=list(ckpt["history"]))
     if lost:
         progress.best_top1, progress.best_epoch = -1.0, -1
-    runtime.set_rng_state(ckpt["rng"])
+    note = runtime.restore_rng_states(ckpt["rng"], device, info, seed=seed, epoch=progress.start_epoch)
+    if note and info.is_main:
+        hooks.on_message(note)
     return progress
 
 
@@ -320,8 +342,9 @@ def _fit(cfg: RunConfig, parts: _Parts, progress: _Progress, train_ds, val_ds, c
             p.best_top1, p.best_epoch, p.stale = (row["val_top1"] if has_val else None), epoch, 0
         else:
             p.stale += 1
+        rng = runtime.gather_rng_states(device, info)  # collective: every process's own generators
         if info.is_main:
-            state = _checkpoint_state(epoch, parts, cfg, infer, classes, p, has_val)
+            state = _checkpoint_state(epoch, parts, cfg, infer, classes, p, has_val, rng)
             runfolder.save_epoch(run_dir, state, improved=improved)
             _log_epoch(run_dir, cfg, p.history, row, writer)
         hooks.on_epoch_end(row)
@@ -351,6 +374,9 @@ def _run_epoch(epoch: int, parts: _Parts, train_loader, val_loader, cfg: RunConf
                         f"epoch; check the videos listed in {cfg.data.root}/train.csv (run `actionbert prepare` again)")
     va = {"loss": None, "top1": None, "failures": 0}
     if val_loader is not None:
+        # without SyncBN each process has updated its own BatchNorm statistics: validate with rank 0's, the ones
+        # the checkpoint saves, so the reported top-1 is that of the saved model
+        runtime.broadcast_buffers(parts.core, info)
         va = evaluate_loader(parts.core, val_loader, device=device, info=info, precision=t.precision,
                              memory_format=parts.memory_format, hooks=hooks)
         if not va["count"]:
@@ -366,10 +392,10 @@ def _run_epoch(epoch: int, parts: _Parts, train_loader, val_loader, cfg: RunConf
 
 
 def _checkpoint_state(epoch: int, parts: _Parts, cfg: RunConfig, infer: dict, classes: list[str], p: _Progress,
-                      has_val: bool) -> dict:
+                      has_val: bool, rng: list) -> dict:
     return {"epoch": epoch, "model_state": {k: v.detach().cpu() for k, v in parts.core.state_dict().items()},
             "optimizer": parts.optimizer.state_dict(), "scheduler": parts.scheduler.state_dict(),
-            "scaler": parts.scaler.state_dict(), "rng": runtime.rng_state(), "config": config_to_dict(cfg),
+            "scaler": parts.scaler.state_dict(), "rng": rng, "config": config_to_dict(cfg),
             "inference": infer, "classes": classes, "best_top1": p.best_top1, "best_epoch": p.best_epoch,
             "selected_by": "val_top1" if has_val else NO_VALIDATION, "stale_epochs": p.stale, "history": p.history}
 
@@ -400,10 +426,15 @@ def _set_lrs(optimizer, t, epoch: int) -> None:
 
 
 def _train_epoch(model, core, loader, optimizer, scaler, cfg, device, info, hooks, steps, memory_format) -> dict:
+    """One epoch of optimizer steps. Each step first sums the clip counts of all processes, so that
+    - every clip weighs the same in the averaged gradient, however the clips are spread over the processes (a
+      process whose videos failed to decode contributes fewer, or none);
+    - a process without any clip still runs the backward pass DDP waits for, on a stand-in that changes nothing;
+    - a step without a clip on any process is skipped by all of them (no optimizer step on zero gradients)."""
     t = cfg.train
     set_train_mode(model, freeze_bn=t.freeze_bn)
     loss_sum = correct = count = failures = 0.0
-    clips, busy = 0, 0.0
+    clips, busy, window = 0, 0.0, 0.0  # window: clips of all processes since the last optimizer step
     optimizer.zero_grad(set_to_none=True)
     it = iter(loader)
     for step in range(steps):
@@ -412,42 +443,80 @@ def _train_epoch(model, core, loader, optimizer, scaler, cfg, device, info, hook
             failures += 1
             hooks.on_failure(video_id, reason)
         t0 = time.perf_counter()
-        video = batch.get("video")
         sync_now = (step + 1) % t.accumulation == 0 or step + 1 == steps
-        if video is None:
-            if not info.enabled:
-                continue
-            # every DDP rank must run the same number of backward passes: contribute a zero gradient
-            video = torch.zeros(1, 3, cfg.model.clip_len, cfg.model.input_size, cfg.model.input_size)
-            labels, weight = torch.zeros(1, dtype=torch.long), 0.0
-        else:
-            labels, weight = batch["label"], 1.0
-        video = video.to(device, runtime.param_dtype(t.precision), non_blocking=True)
-        video = video.contiguous(memory_format=memory_format)
-        labels = labels.to(device)
-        ctx = model.no_sync() if info.enabled and not sync_now else nullcontext()
-        with ctx:
-            with runtime.autocast(device, t.precision):
-                logits = model(video)
-                logits = logits.to(runtime.param_dtype(t.precision))  # the loss in fp32 (fp64) under autocast
-                loss = F.cross_entropy(logits, labels, label_smoothing=t.label_smoothing)
-            scaler.scale(loss * weight / t.accumulation).backward()
+        n_local = 0 if batch.get("video") is None else int(batch["label"].numel())
+        n_total = runtime.all_reduce_sum([n_local], device, info)[0]
+        window += n_total
+        out = None
+        if n_total or (sync_now and window and info.enabled):  # the latter: all-reduce the window's gradients
+            out = _forward_backward(model, core, batch, n_local, n_total, cfg, device, info, scaler, sync_now,
+                                    memory_format)
         if sync_now:
-            scaler.step(optimizer)
-            scaler.update()
+            if window:
+                scaler.step(optimizer)
+                scaler.update()
             optimizer.zero_grad(set_to_none=True)
-        if weight:
-            n = labels.numel()
-            loss_sum += loss.item() * n
+            window = 0.0
+        if out is not None:
+            loss, logits, labels = out
+            loss_sum += loss.item() * n_local
             correct += topk_correct(logits.detach(), labels)
-            count += n
-            clips += n
+            count += n_local
+            clips += n_local
         busy += time.perf_counter() - t0
         hooks.on_step({"step": step + 1, "steps": steps, "loss": loss_sum / max(count, 1),
                        "top1": 100 * correct / max(count, 1), "clips_per_s": clips / max(busy, 1e-9)})
     loss_sum, correct, count, failures = runtime.all_reduce_sum([loss_sum, correct, count, failures], device, info)
     return {"loss": loss_sum / max(count, 1), "top1": 100 * correct / max(count, 1), "failures": int(failures),
             "clips": clips * info.world_size, "seconds": busy, "count": int(count)}
+
+
+def _forward_backward(model, core, batch, n_local: int, n_total: float, cfg, device, info, scaler, sync_now: bool,
+                      memory_format):
+    """Forward and backward of one batch; (loss, logits, labels), or None for a stand-in.
+
+    The loss is weighted by n_local x world_size / n_total: DDP averages the processes' gradients, so this
+    makes the step's gradient the mean over all of its clips. A process without clips runs a stand-in: an empty
+    batch (zero gradients) in eval mode (no BatchNorm statistic, dropout or token mask is touched), except for
+    SyncBatchNorm layers, which must join their collective and add a count of 0 to it.
+    """
+    t = cfg.train
+    stand_in = not n_local
+    if stand_in:
+        video = torch.zeros(0, 3, cfg.model.clip_len, cfg.model.input_size, cfg.model.input_size)
+        labels = torch.zeros(0, dtype=torch.long)
+    else:
+        video, labels = batch["video"], batch["label"]
+    video = video.to(device, runtime.param_dtype(t.precision), non_blocking=True)
+    video = video.contiguous(memory_format=memory_format)
+    labels = labels.to(device)
+    sync = model.no_sync() if info.enabled and not sync_now else nullcontext()
+    with sync, (_stand_in_mode(core) if stand_in else nullcontext()):
+        with runtime.autocast(device, t.precision):
+            logits = model(video)
+            logits = logits.to(runtime.param_dtype(t.precision))  # the loss in fp32 (fp64) under autocast
+            if stand_in:
+                loss, objective = None, logits.sum()  # 0, and exactly zero gradients
+            else:
+                loss = F.cross_entropy(logits, labels, label_smoothing=t.label_smoothing)
+                objective = loss * (n_local * info.world_size / n_total)
+        scaler.scale(objective / t.accumulation).backward()
+    return None if stand_in else (loss, logits, labels)
+
+
+@contextmanager
+def _stand_in_mode(module: nn.Module):
+    """Every submodule but SyncBatchNorm in eval mode for the duration, then each back in its mode."""
+    modes = [(m, m.training) for m in module.modules()]
+    for m in module.modules():
+        m.training = isinstance(m, nn.SyncBatchNorm) and m.training
+    try:
+        with warnings.catch_warnings():
+            warnings.filterwarnings("ignore", message=r"std\(\): degrees of freedom")  # the empty batch
+            yield
+    finally:
+        for m, mode in modes:
+            m.training = mode
 
 
 @torch.inference_mode()

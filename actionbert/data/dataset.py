@@ -134,6 +134,18 @@ def _warn_stale(video: str, cache: str | os.PathLike, reason: str) -> None:
     warnings.warn(f"{video}: its decoded-frame cache {cache} is not used: {reason}; the video is decoded "
                   f"instead (rerun `actionbert prepare --cache` to refresh the cache and frame counts)",
                   StaleCacheWarning, stacklevel=3)
+def check_visible(samples: Sequence[Sample], *, where: str, probe: int = 8) -> None:
+    """Raise FileNotFoundError when none of the first `probe` samples has its video or cache file here.
+
+    `prepare` writes absolute video paths, so every machine of a multi-machine run needs the prepared folder
+    and the videos at the same paths; this catches a machine that has neither, before its epoch fails clip by clip.
+    """
+    first = list(samples[:probe])
+    if first and not any(s.cache or os.path.exists(s.path) for s in first):
+        raise FileNotFoundError(
+            f"{first[0].path}: not found on {where}, nor the other first {len(first)} videos of the split; every "
+            "machine of a multi-machine run needs the prepared folder and its videos at the same paths (`prepare` "
+            "writes absolute paths): use a shared filesystem or identical copies")
 
 
 def write_split(file: str | os.PathLike, rows: Sequence[dict], *, extra_columns: Sequence[str] = ()) -> None:
