@@ -41,7 +41,7 @@ def _config(path: Path, prepared: Path, out: Path, batch: int, epochs: int) -> P
     path.write_text(f"""
 model: {{backbone: r2plus1d_tiny, head: bert, clip_len: 16, input_size: 32}}
 data: {{root: {prepared}, resize: [36, 48], num_workers: 0}}
-train: {{out: {out}, epochs: {epochs}, batch_size: {batch}, lr: 1.0e-3, seed: 3, precision: fp64,
+train: {{out: {out}, epochs: {epochs}, batch_size: {batch}, lr: 1.0e-3, seed: 3, precision: fp64, device: cpu,
          deterministic_layers: true, freeze_bn: true}}
 """)
     return path
