@@ -258,6 +258,7 @@ def test_auto_compile_times_the_work_not_the_launch(monkeypatch):
 
 # ---------------------------------------------------------------- 4. a process whose whole batch failed
 def _step_worker(rank: int, init_file: str, batches: list[list[dict]], out: str) -> None:
+    torch.set_num_threads(1)  # as the test process (conftest): the kernels, hence the bits, depend on the threads
     dist.init_process_group("gloo", init_method=f"file://{init_file}", rank=rank, world_size=2)
     try:
         core, optimizer, cfg = _step_setup()
