@@ -3,7 +3,13 @@
 `actionbert ablate CONFIG --grid model.head=tgap,bert --grid model.reduction=frmb,frab --seeds 3` trains
 2 x 2 x 3 runs, evaluates each best checkpoint, and writes `ablation.md` / `ablation.csv` (one row per grid point:
 mean and standard deviation of top-1 over seeds, parameters, FLOPs per clip, training time) plus `runs.csv`
-(one row per run). This is how the brief's TGAP-vs-BERT table is reproduced on a user's dataset.
+(one row per run) and the page `report.html` (table, per-class accuracy, curves, confusion matrices). This is how
+the brief's TGAP-vs-BERT table is reproduced on a user's dataset.
+
+Mean and standard deviation over 2-3 seeds cannot say whether a difference is real, so every pair of grid
+points that differ in exactly one value (head tgap vs bert at each reduction, reduction frmb vs frab at each
+head) is also compared paired, on the same test videos and seeds (`actionbert.compare`): the difference with a
+95% bootstrap interval, a p-value and a verdict, in `ablation.md` and in `ablation.json` under `comparisons`.
 """
 
 from __future__ import annotations
@@ -11,6 +17,7 @@ from __future__ import annotations
 import csv
 import dataclasses
 import itertools
+import json
 import statistics
 import time
 from dataclasses import dataclass, field
@@ -21,9 +28,12 @@ import torch
 import yaml
 from torch.utils.flop_counter import FlopCounterMode
 
+from actionbert import compare
 from actionbert.config import (SECTIONS, ConfigError, RunConfig, apply_override, config_from_dict, config_to_dict,
                                load_config)
+from actionbert.errors import DataError
 from actionbert.models import VideoClassifier, count_parameters
+from actionbert.report import write_ablation_page
 
 
 @dataclass
@@ -34,6 +44,7 @@ class AblationRow:
     params: int = 0
     gflops: float = 0.0
     train_seconds: list[float] = field(default_factory=list)
+    predictions: list[list[dict]] = field(default_factory=list)  # per seed: the evaluation's per-video predictions
 
 
 def parse_grid(items: list[str]) -> dict[str, list[Any]]:
@@ -99,7 +110,8 @@ def run_ablation(base: RunConfig, grid: dict[str, list[Any]], *, seeds: int, out
     Args:
         train_fn: `train(cfg) -> TrainResult` (injected so tests and the demo can wrap it).
         eval_fn: optional `(run_dir, cfg) -> dict` returning at least {"top1": ...} (e.g. the paper's video-level
-            protocol on the validation split); without it the best validation top-1 of training is used.
+            protocol on the validation split), and the report's per-video `predictions` for the paired
+            comparisons; without it the best validation top-1 of training is used and nothing is compared.
     """
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
@@ -114,6 +126,12 @@ def run_ablation(base: RunConfig, grid: dict[str, list[Any]], *, seeds: int, out
             result = train_fn(cfg)
             seconds = time.perf_counter() - t0
             evaluated = eval_fn(result.run_dir, cfg) if eval_fn else {"top1": result.best_top1}
+            if evaluated["top1"] is None:
+                raise DataError(f"{result.run_dir}: no validation top-1 (no validation videos could be evaluated); "
+                                "an ablation compares validation results: prepare the data with a validation split")
+            if "predictions" in evaluated:  # kept per run for the paired comparisons, not tabulated
+                row.predictions.append(evaluated["predictions"])
+                evaluated = {key: v for key, v in evaluated.items() if key != "predictions"}
             row.top1.append(float(evaluated["top1"]))
             for key, value in evaluated.items():
                 if key != "top1" and isinstance(value, (int, float)):
@@ -128,6 +146,7 @@ def run_ablation(base: RunConfig, grid: dict[str, list[Any]], *, seeds: int, out
         row.gflops = clip_flops(model) / 1e9
         rows.append(row)
         write_tables(rows, per_run, out, seeds=seeds)
+        write_ablation_page(out, order=[run_name(r.values) for r in rows])
     return rows
 
 
@@ -162,12 +181,84 @@ def markdown_table(rows: list[dict[str, Any]]) -> str:
     return "\n".join(lines)
 
 
+def comparable_pairs(rows: list[AblationRow]) -> list[tuple[str, AblationRow, AblationRow]]:
+    """(factor, a, b) for every two grid points that differ in exactly one value; a comes first in the grid.
+    Sorted by factor in grid order, e.g. head tgap/bert at frmb, at frab, then reduction frmb/frab at tgap, ..."""
+    pairs = []
+    for i, a in enumerate(rows):
+        for b in rows[i + 1:]:
+            differ = [key for key in a.values if a.values[key] != b.values[key]]
+            if len(differ) == 1:
+                pairs.append((differ[0], a, b))
+    keys = list(rows[0].values) if rows else []
+    return sorted(pairs, key=lambda pair: keys.index(pair[0]))
+
+
+def _text(value: Any) -> str:
+    return "none" if value is None else str(value)
+
+
+def _where(at: dict[str, str]) -> str:
+    """{"model.reduction": "frmb"} -> "reduction=frmb": the values the other factors are held at."""
+    return ", ".join(f"{key.split('.')[-1]}={v}" for key, v in at.items())
+
+
+def grid_comparisons(rows: list[AblationRow], *, classes: list[str] | None = None,
+                     seed: int = 0) -> tuple[list[dict], list[str]]:
+    """Paired comparisons of every comparable pair (see `actionbert.compare`), and notes on pairs left out.
+
+    Args:
+        classes: compare on the test videos of these classes only (None: all).
+        seed: of the bootstrap and sign-flip draws (the same numbers every time).
+
+    Returns items {"factor", "a", "b", "metric", "diff", "ci95", "p_value", "videos", "seeds", "verdict"}
+    (points, b - a; one per metric), plus "at" {other factor: value} when the grid has more than one factor.
+    """
+    items, notes = [], []
+    for factor, a, b in comparable_pairs(rows):
+        at = {key: _text(v) for key, v in a.values.items() if key != factor}
+        name_a, name_b = _text(a.values[factor]), _text(b.values[factor])
+        where = _where(at)
+        pair = f"{factor} {name_a} vs {name_b}" + (f" at {where}" if where else "")
+        if not (a.predictions and b.predictions):
+            notes.append(f"{pair}: no per-video results (runs not evaluated)")
+            continue
+        try:
+            paired = compare.paired_results(a.predictions, b.predictions, classes)
+        except ValueError as e:
+            notes.append(f"{pair}: {e}")
+            continue
+        for metric, r in compare.compare(paired, seed=seed).items():
+            item = {"factor": factor, "a": name_a, "b": name_b, "metric": metric, "diff": round(r["diff"], 3),
+                    "ci95": [round(x, 3) for x in r["ci95"]], "p_value": r["p_value"], "videos": r["videos"],
+                    "seeds": r["seeds"], "verdict": compare.verdict(name_a, name_b, metric, r, where=where)}
+            items.append({**item, "at": at} if at else item)
+    return items, notes
+
+
+def comparisons_markdown(items: list[dict], notes: list[str], *, explain: bool = True) -> list[str]:
+    """Markdown lines: how to read the comparisons (with `explain`), their table and one verdict line each."""
+    if not items and not notes:
+        return ["No two grid points differ in exactly one value: nothing to compare."]
+    table = [{"factor": i["factor"], **({"at": _where(i["at"])} if "at" in i else {}), "a": i["a"], "b": i["b"],
+              "metric": i["metric"], "diff (b − a)": f"{i['diff']:+.1f}",
+              "95% CI": f"[{i['ci95'][0]:+.1f}, {i['ci95'][1]:+.1f}]", "p": f"{i['p_value']:.3g}",
+              "videos": i["videos"], "seeds": i["seeds"]} for i in items]
+    lines = ([compare.METHOD_NOTE, ""] if explain else []) + ([markdown_table(table), ""] if table else [])
+    lines += [f"- {i['verdict']}" for i in items] + [f"- not compared: {n}" for n in notes]
+    return lines
+
+
 def write_tables(rows: list[AblationRow], per_run: list[dict], out: Path, *, seeds: int) -> None:
     table = table_rows(rows)
+    items, notes = grid_comparisons(rows)
     (out / "ablation.md").write_text(
         f"# Ablation ({seeds} seed{'s' if seeds > 1 else ''} per row)\n\n"
         "top-1 in %, mean and standard deviation over seeds; FLOPs for one clip at the model's input size.\n\n"
-        + markdown_table(table) + "\n")
+        + markdown_table(table) + "\n\n## Paired comparisons\n\n" + "\n".join(comparisons_markdown(items, notes))
+        + "\n")
+    (out / "ablation.json").write_text(json.dumps({"table": table, "comparisons": items,
+                                                   **({"not_compared": notes} if notes else {})}, indent=2))
     for name, data in (("ablation.csv", table), ("runs.csv", per_run)):
         if data:
             keys = list(dict.fromkeys(k for d in data for k in d))

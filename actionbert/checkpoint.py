@@ -4,16 +4,18 @@ Two formats:
 - Training checkpoint (`last.pt`, `best.pt`): one `torch.save` dict holding only tensors and plain Python values
   (model, optimizer, scheduler and scaler state, epoch, RNG states, the resolved run config, class names), so it
   loads with `torch.load(weights_only=True)`; anything else in the file is refused.
-- Model folder (`actionbert` format): `model.safetensors` + `config.json` (architecture, class names, clip length,
-  frame stride, input size, resize, normalisation). `from_pretrained(folder)` rebuilds the model from it alone.
+- Model folder (`actionbert` format): `model.safetensors` + `config.json` (architecture, class names and the
+  preprocessing record, `actionbert.preprocessing`). `from_pretrained(folder)` rebuilds the model from it alone.
+
+Both hold the same inference dict (`inference_config`): {"format_version", "model", "classes", "clip_len",
+"input_size", "preprocessing"}. Files written before the record (format 1) kept its facts as loose keys; they
+load unchanged (`Preprocessing.from_info` reads either form).
 """
 
 from __future__ import annotations
 
 import json
-import os
 import pickle
-import tempfile
 from dataclasses import asdict
 from pathlib import Path
 from typing import Any
@@ -21,41 +23,17 @@ from typing import Any
 import torch
 from safetensors.torch import load_file, save_file
 
+from actionbert import runtime
+from actionbert.errors import DataError
+from actionbert.fileio import atomic_write, atomic_write_text, to_json
 from actionbert.models import ModelConfig, VideoClassifier
+from actionbert.preprocessing import MAX_SIDE, Preprocessing, PreprocessingError, Resize
 
-FORMAT_VERSION = 1
+FORMAT_VERSION = 2
 
 
-class CheckpointError(RuntimeError):
+class CheckpointError(DataError, RuntimeError):
     """A checkpoint or model folder that cannot be read safely or does not fit."""
-
-
-def atomic_write(path: str | Path, write, *, suffix: str = ".tmp") -> Path:
-    """Call `write(tmp_path)` then rename into place, so a crash never leaves a half-written file.
-
-    `suffix` ends the temporary name (some writers insist on an extension, e.g. `.pt2`). The file gets the
-    usual permissions (0666 minus the umask), not mkstemp's owner-only 0600.
-    """
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=suffix, dir=path.parent)
-    os.close(fd)
-    try:
-        os.chmod(tmp, 0o666 & ~_umask())
-        write(tmp)
-        with open(tmp, "rb") as f:
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-    return path
-
-
-def _umask() -> int:
-    mask = os.umask(0)
-    os.umask(mask)
-    return mask
 
 
 def save_checkpoint(path: str | Path, state: dict[str, Any]) -> Path:
@@ -79,9 +57,30 @@ def load_checkpoint(path: str | Path, *, map_location: str | torch.device = "cpu
                 "values are accepted (nothing from this file was executed)."
             ) from None
         raise CheckpointError(f"{path}: refused to load: not a checkpoint of plain tensors/values ({detail})") from None
-    except (RuntimeError, EOFError, ValueError, OSError) as e:
+    except Exception as e:  # noqa: BLE001 - arbitrary bytes fail anywhere in torch's reader (struct.error, ...)
         first = (str(e).strip().splitlines() or [""])[0]
         raise CheckpointError(f"{path}: not a readable PyTorch checkpoint ({first or type(e).__name__})") from None
+
+
+def load_on_main(path: str | Path, info: runtime.DistInfo, *, missing: str) -> dict[str, Any]:
+    """`load_checkpoint` on rank 0, broadcast to every process (collective), so the other processes, maybe on
+    machines without the file, never read it. A missing file is FileNotFoundError("<path>: <missing>"); an error
+    on rank 0 is raised on every process."""
+    path = Path(path)
+    ckpt = error = None
+    if info.is_main:
+        try:
+            if not path.is_file():
+                raise FileNotFoundError(f"{path}: {missing}")
+            ckpt = load_checkpoint(path)
+        except (FileNotFoundError, CheckpointError) as e:
+            error = e
+    ckpt, message = runtime.broadcast_object((ckpt, str(error) if error else None), info)
+    if error is not None:
+        raise error
+    if message is not None:
+        raise CheckpointError(f"rank 0 could not load it: {message}")
+    return ckpt
 
 
 def _unpickling_detail(error: Exception) -> str:
@@ -94,28 +93,40 @@ def _unpickling_detail(error: Exception) -> str:
 
 
 # --------------------------------------------------------------------------------------- model folders
-def inference_config(model: VideoClassifier, *, classes: list[str], frame_stride: int = 1,
-                     resize: tuple[int, int] = (128, 170), keep_aspect: bool = False, norm: str,
-                     hflip: float = 0.5) -> dict[str, Any]:
-    """Everything inference needs besides the weights (stored in config.json and in training checkpoints).
+def inference_config(model: VideoClassifier, *, classes: list[str], preprocessing: Preprocessing | None = None,
+                     **fields) -> dict[str, Any]:
+    """Everything inference needs besides the weights (stored in config.json and in training checkpoints):
+    the model config, class names and the preprocessing record (its clip length and crop must be the model's).
 
-    `hflip` is the training flip probability: a model trained without flips (left/right matters to its
-    classes) is evaluated without mirrored views.
+    Without `preprocessing`, the record is built here from the model's clip length and crop and `fields`
+    (other `Preprocessing` fields; `resize` may be a (height, width) pair, with `keep_aspect`).
     """
+    if preprocessing is None:
+        resize = Resize.parse(fields.pop("resize", Preprocessing().resize), fields.pop("keep_aspect", False))
+        preprocessing = Preprocessing(resize=resize, clip_len=model.config.clip_len,
+                                      crop_size=model.config.input_size, **fields)
     if len(classes) != model.num_classes:
         raise ValueError(f"{len(classes)} class names for a model with {model.num_classes} outputs")
+    if (preprocessing.clip_len, preprocessing.crop_size) != (model.config.clip_len, model.config.input_size):
+        raise ValueError(f"preprocessing for {preprocessing.clip_len}-frame clips of {preprocessing.crop_size} px "
+                         f"but the model takes {model.config.clip_len} frames of {model.config.input_size} px")
     return {
         "format_version": FORMAT_VERSION,
         "model": asdict(model.config),
         "classes": list(classes),
         "clip_len": model.config.clip_len,
-        "frame_stride": frame_stride,
         "input_size": model.config.input_size,
-        "resize": list(resize),
-        "keep_aspect": keep_aspect,
-        "norm": norm,
-        "hflip": hflip,
+        "preprocessing": preprocessing.to_dict(),
     }
+
+
+def preprocessing_of(info: dict[str, Any], *, where: str) -> Preprocessing:
+    """The record of an inference dict (also of one written before the record existed); CheckpointError
+    naming `where` when it cannot describe model input."""
+    try:
+        return Preprocessing.from_info(info)
+    except PreprocessingError as e:
+        raise CheckpointError(f"{where}: {e}") from None
 
 
 def save_pretrained(model: VideoClassifier, folder: str | Path, *, info: dict[str, Any]) -> Path:
@@ -124,7 +135,7 @@ def save_pretrained(model: VideoClassifier, folder: str | Path, *, info: dict[st
     folder.mkdir(parents=True, exist_ok=True)
     tensors = {k: v.detach().cpu().contiguous() for k, v in model.state_dict().items()}
     atomic_write(folder / "model.safetensors", lambda tmp: save_file(tensors, tmp, metadata={"format": "actionbert"}))
-    atomic_write(folder / "config.json", lambda tmp: Path(tmp).write_text(json.dumps(info, indent=2)))
+    atomic_write_text(folder / "config.json", to_json(info))
     return folder
 
 
@@ -146,8 +157,9 @@ def from_pretrained(folder: str | Path, *, map_location: str | torch.device = "c
         info = json.loads(cfg_path.read_text())
     except json.JSONDecodeError as e:
         raise CheckpointError(f"{cfg_path}: invalid JSON ({e})") from None
-    model = VideoClassifier(read_model_config(info, where=str(cfg_path)))
+    model = build_checked(info, where=str(cfg_path))
     state = load_safetensors(weights, map_location=map_location)
+    validate_model_files(model, state, info, weights=str(weights), config=str(cfg_path))
     load_exact(model, state, where=str(weights))
     return model.eval(), info
 
@@ -181,12 +193,105 @@ def load_exact(model: torch.nn.Module, state: dict[str, torch.Tensor], *, where:
 def load_model(path: str | Path, *, map_location: str | torch.device = "cpu") -> tuple[VideoClassifier, dict]:
     """Load a model for inference from a training checkpoint (`.pt`) or an `actionbert` model folder."""
     path = Path(path)
+    _refuse_swapped(path)
     if path.is_dir():
         return from_pretrained(path, map_location=map_location)
     ckpt = load_checkpoint(path, map_location=map_location)
     info = ckpt.get("inference")
     if not isinstance(info, dict) or "model_state" not in ckpt:
         raise CheckpointError(f"{path}: not an actionbert training checkpoint (no 'inference'/'model_state')")
-    model = VideoClassifier(read_model_config(info, where=str(path)))
+    model = build_checked(info, where=str(path))
+    validate_model_files(model, ckpt["model_state"], info, weights=str(path), config=str(path))
     load_exact(model, ckpt["model_state"], where=str(path))
     return model.eval(), info
+
+
+# --------------------------------------------------------------------------------------- validation
+
+def build_checked(info: dict[str, Any], *, where: str) -> VideoClassifier:
+    """The model `info["model"]` describes; a config that cannot build one is a CheckpointError naming `where`."""
+    config = read_model_config(info, where=where)
+    try:
+        return VideoClassifier(config)
+    except (ValueError, TypeError, KeyError) as e:
+        raise CheckpointError(f"{where}: the model config cannot build a model ({e})") from None
+
+
+def validate_model_files(model: VideoClassifier, state: dict, info: dict[str, Any], *, weights: str,
+                         config: str) -> None:
+    """Check what a model folder or checkpoint holds before it is used, so a damaged or edited file fails
+    here with one clear message naming it, not later as NaN scores, wrong class names, an IndexError or an
+    error that blames a video.
+
+    Checked: the inference settings of `info` (`config` names their file): the class list against the
+    classifier's outputs, clip length, frame stride, crop size, resize (positive, at most `MAX_SIDE`, not
+    smaller than the crop), normalisation; and the weights of `state` (`weights` names their file): each
+    tensor of the dtype kind the model needs (floating point for parameters, not bool or int), and finite.
+
+    Raises:
+        CheckpointError: the first problem found.
+    """
+    _check_inference_info(info, model.config, where=config)
+    _check_weights(state, model.state_dict(), where=weights)
+
+
+def _check_inference_info(info: dict[str, Any], cfg, *, where: str) -> None:
+    def bad(problem: str):
+        raise CheckpointError(f"{where}: {problem}")
+
+    classes = info.get("classes")
+    if not isinstance(classes, list) or not all(isinstance(c, str) for c in classes):
+        bad("'classes' must be a list of class names")
+    if len(classes) != cfg.num_classes:
+        bad(f"'classes' lists {len(classes)} names but the classifier has {cfg.num_classes} outputs: every "
+            f"predicted name would be wrong; give exactly one name per output")
+    if len(set(classes)) != len(classes):
+        bad(f"'classes' repeats a name ({sorted(c for c in set(classes) if classes.count(c) > 1)[:3]})")
+    for key, expected in (("clip_len", cfg.clip_len), ("input_size", cfg.input_size)):
+        value = info.get(key)
+        if not _is_int(value) or value != expected:
+            bad(f"'{key}' is {value!r} but the model was built for {expected}")
+    if not 1 <= cfg.input_size <= MAX_SIDE:
+        bad(f"'input_size' {cfg.input_size} is not a usable crop size (1..{MAX_SIDE} pixels)")
+    pre = preprocessing_of(info, where=where)
+    if (pre.clip_len, pre.crop_size) != (cfg.clip_len, cfg.input_size):
+        bad(f"the preprocessing record asks for {pre.clip_len}-frame clips of {pre.crop_size} px but the model "
+            f"was built for {cfg.clip_len} frames of {cfg.input_size} px")
+
+
+def _is_int(value) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool)
+
+
+def _check_weights(state: dict, own: dict[str, torch.Tensor], *, where: str) -> None:
+    common = sorted(own.keys() & state.keys())
+    wrong = [f"{k}: {getattr(state[k], 'dtype', type(state[k]).__name__)}, needs {own[k].dtype}" for k in common
+             if not isinstance(state[k], torch.Tensor) or not _same_kind(state[k].dtype, own[k].dtype)]
+    if wrong:
+        raise CheckpointError(f"{where}: {len(wrong)} weight tensor(s) of the wrong type ({'; '.join(wrong[:3])}"
+                              f"{'; ...' if len(wrong) > 3 else ''}): weights cast to another type give "
+                              f"meaningless scores; use the original floating-point weights")
+    broken = [k for k in common if state[k].is_floating_point() and not torch.isfinite(state[k]).all()]
+    if broken:
+        raise CheckpointError(f"{where}: {len(broken)} weight tensor(s) hold NaN or infinite values "
+                              f"({', '.join(broken[:3])}{', ...' if len(broken) > 3 else ''}): the model would "
+                              f"only give NaN or uniform scores; use a checkpoint from before training diverged")
+
+
+def _same_kind(got: torch.dtype, needed: torch.dtype) -> bool:
+    """Floating point for floating point, integer for integer (bool is neither), bool for bool."""
+    if needed.is_floating_point:
+        return got.is_floating_point
+    if needed == torch.bool or got == torch.bool:
+        return got == needed
+    return not got.is_floating_point and not got.is_complex
+def _refuse_swapped(path: Path) -> None:
+    """A video or a prepared dataset given where the model goes: say so (the arguments were likely swapped)."""
+    from actionbert.data.decode import VIDEO_EXTENSIONS, is_frame_folder
+
+    if path.suffix.lower() in VIDEO_EXTENSIONS or is_frame_folder(path):
+        raise CheckpointError(f"{path}: a video, not a model (a .pt checkpoint or a model folder); were the "
+                              "arguments swapped? The model comes first")
+    if (path / "classes.txt").is_file() and not (path / "config.json").is_file():
+        raise CheckpointError(f"{path}: a prepared dataset, not a model; were the arguments swapped? Give the model "
+                              "first and the dataset with --data")

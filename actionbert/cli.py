@@ -10,7 +10,8 @@ from __future__ import annotations
 import argparse
 import sys
 
-from actionbert.precisions import INFERENCE_PRECISIONS, TRAIN_PRECISIONS
+from actionbert.precisions import PREDICT_CHOICES, TRAIN_PRECISIONS
+from actionbert.errors import EXIT_BUG, EXIT_ERROR, EXIT_SOME_FAILED, ActionbertError
 
 
 # --------------------------------------------------------------------------------------------- models
@@ -37,11 +38,16 @@ def _args_train(p: argparse.ArgumentParser) -> None:
     p.add_argument("config", nargs="?", help="YAML config (model/data/train sections); defaults if omitted")
     p.add_argument("--set", dest="overrides", action="append", default=[], metavar="SECTION.KEY=VALUE",
                    help="override a config value, e.g. --set model.head=tgap --set train.epochs=10")
-    p.add_argument("--resume", action="store_true", help="continue the run in train.out from its last.pt")
+    start = p.add_mutually_exclusive_group()
+    start.add_argument("--resume", action="store_true", help="continue the run in train.out from its last.pt "
+                                                             "(without CONFIG: with the run's own config)")
+    start.add_argument("--overwrite", action="store_true", help="replace the run in train.out (deletes its "
+                                                                "checkpoints, metrics, TensorBoard logs, eval_*)")
     p.add_argument("--out", help="run folder (train.out)")
     p.add_argument("--data", help="prepared dataset folder (data.root)")
-    p.add_argument("--precision", choices=TRAIN_PRECISIONS, help="train.precision")
-    p.add_argument("--device", help="train.device: auto, cpu, cuda, cuda:1 ...")
+    p.add_argument("--precision", choices=TRAIN_PRECISIONS, help="train.precision (auto: the device's fast one)")
+    p.add_argument("--device", help="train.device: auto, cpu, cuda, cuda:1 ... (under torchrun: auto or cuda; each "
+                                    "process uses GPU LOCAL_RANK)")
     p.add_argument("--epochs", type=int, help="train.epochs")
     p.add_argument("--pretrained", help="weights to start from: a file, or a name from `actionbert models "
                                         "--weights` (downloaded once, verified) (train.pretrained)")
@@ -66,6 +72,7 @@ def _run_train(args: argparse.Namespace) -> int:
     from actionbert.checkpoint import CheckpointError
     from actionbert.config import load_config
     from actionbert.hub import resolve
+    from actionbert.runfolder import saved_config
     from actionbert.train import train
     from actionbert.weights import named_entry
 
@@ -73,20 +80,25 @@ def _run_train(args: argparse.Namespace) -> int:
         "out": "train.out", "data": "data.root", "precision": "train.precision", "device": "train.device",
         "epochs": "train.epochs", "pretrained": "train.pretrained", "pretrained_source": "train.pretrained_source",
         "sync_bn": "train.sync_bn"})
-    cfg = load_config(args.config, overrides)
+    if args.resume and not args.config:  # the run's own config, changed only by the options given
+        last, base = saved_config(overrides)
+        cfg = load_config(None, overrides, base=base, base_name=str(last))
+    else:
+        cfg = load_config(args.config, overrides)
     main_process = os.environ.get("RANK", "0") == "0"
     hooks = _progress_hooks(quiet=args.quiet or not main_process)
     try:
         if cfg.train.pretrained and not args.resume and main_process:  # a named file: checked, downloaded here
             named_entry(cfg.train.pretrained, backbone=cfg.model.backbone, source=cfg.train.pretrained_source)
             resolve(cfg.train.pretrained, progress=not args.quiet)
-        result = train(cfg, resume=args.resume, hooks=hooks)
+        result = train(cfg, resume=args.resume, overwrite=args.overwrite, hooks=hooks)
     except CheckpointError as e:  # weights that cannot be fetched, read or loaded: one line
         print(f"error: {e}", file=sys.stderr)
-        return 2
+        return EXIT_ERROR
     if main_process:
-        print(f"best val top-1 {result.best_top1:.2f}% at epoch {result.best_epoch}; "
-              f"{result.failures} clip(s) failed to decode; run folder {result.run_dir}")
+        best = (f"best val top-1 {result.best_top1:.2f}% at epoch {result.best_epoch}" if result.best_top1 is not None
+                else f"no validation data: best.pt is the last epoch ({result.best_epoch})")
+        print(f"{best}; {result.failures} clip(s) failed to decode; run folder {result.run_dir}")
     return 0
 
 
@@ -114,8 +126,10 @@ def _progress_hooks(*, quiet: bool):
         if bar is not None:
             bar.close()
         if not quiet:
+            val = "no val" if row["val_top1"] is None else \
+                f"val loss {row['val_loss']:.4f} top-1 {row['val_top1']:5.1f}"
             print(f"epoch {row['epoch']:3d}  train loss {row['train_loss']:.4f} top-1 {row['train_top1']:5.1f}  "
-                  f"val loss {row['val_loss']:.4f} top-1 {row['val_top1']:5.1f}  lr {row['lr']:.2e}  "
+                  f"{val}  lr {row['lr']:.2e}  "
                   f"{row['clips_per_s']:.1f} clips/s  failures {row['failures']}", flush=True)
 
     def failure(video_id, reason):
@@ -142,6 +156,9 @@ def _args_clips(p: argparse.ArgumentParser) -> None:
                                                   "(seconds or HH:MM:SS.fff)")
     p.add_argument("--min-duration", type=float, default=0.0, help="drop clips shorter than this (seconds)")
     p.add_argument("--reencode", action="store_true", help="always re-encode (no stream copy)")
+    p.add_argument("--overwrite", action="store_true",
+                   help="a video already cut into --out: delete its earlier clips and cut it again (default: "
+                        "refused); clips of other videos in --out are always kept")
     p.add_argument("--quiet", action="store_true", help="no progress bar")
 
 
@@ -156,7 +173,7 @@ def _run_clips(args: argparse.Namespace) -> int:
         report = cut_clips(args.videos, args.out, method=args.method, threshold=args.threshold,
                            min_scene_len=args.min_scene_len, min_duration=args.min_duration, length=args.length,
                            stride=args.stride, keep_last=args.keep_last, csv_file=args.csv_file,
-                           copy=not args.reencode, progress=progress)
+                           copy=not args.reencode, overwrite=args.overwrite, progress=progress)
     except ClipSpecError as e:
         close()
         print(f"error: {e}", file=sys.stderr)
@@ -190,17 +207,26 @@ def _args_prepare(p: argparse.ArgumentParser) -> None:
                    help="auto: clips listed in a clips.csv of `actionbert clips` stay in one split with the other "
                         "clips of their source video; none: split video by video (default: auto)")
     p.add_argument("--min-frames", type=int, default=2, help="fewest decodable frames a usable video needs")
-    p.add_argument("--cache", action="store_true", help="also store decoded frames (short side 128) for fast "
-                                                        "training")
+    p.add_argument("--clip-len", type=int, default=32,
+                   help="frames of a training clip: shorter videos are kept with the caveat 'short: N frames "
+                        "looped to fill a 32-frame clip' (default 32; 0: no such caveat)")
+    p.add_argument("--cache", action="store_true", help="also store decoded frames, resized by --resize, for "
+                                                        "fast training")
+    p.add_argument("--resize", default=None, metavar="HxW|S",
+                   help="frame size of the cache: the model's data.resize, HEIGHTxWIDTH (default 128x170), or one "
+                        "number S for short side S with the aspect kept (data.keep_aspect); a cache made for "
+                        "another size is not used by train/eval (they decode and say so)")
     p.add_argument("--frames", action="store_true", help="also write img_%%05d.jpg frame folders (reference "
                                                          "format)")
-    p.add_argument("--short-side", type=int, default=128, help="short side of cached / exported frames (px)")
+    p.add_argument("--short-side", type=int, default=128, help="short side of exported JPEG frames (--frames), px")
     p.add_argument("--workers", type=int, default=2, help="videos probed in parallel")
     p.add_argument("--quiet", action="store_true", help="no progress bar")
 
 
 def _run_prepare(args: argparse.Namespace) -> int:
+    from actionbert.data.cache import DEFAULT_CACHE_RESIZE
     from actionbert.data.prepare import prepare_dataset
+    from actionbert.preprocessing import Resize
 
     split_files = {k: v for k, v in (("train", args.train_list), ("val", args.val_list),
                                      ("test", args.test_list)) if v}
@@ -210,7 +236,9 @@ def _run_prepare(args: argparse.Namespace) -> int:
                                  split_files=split_files or None, split=args.split, annotations=args.annotations,
                                  val_fraction=args.val_fraction, seed=args.seed, min_frames=args.min_frames,
                                  cache=args.cache, frames=args.frames, cache_short_side=args.short_side,
-                                 workers=args.workers, group_by=args.group_by, progress=progress)
+                                 cache_resize=Resize.from_text(args.resize) if args.resize else DEFAULT_CACHE_RESIZE,
+                                 workers=args.workers, group_by=args.group_by, clip_len=args.clip_len or None,
+                                 progress=progress)
     except (FileNotFoundError, ValueError) as e:
         close()
         print(f"error: {e}", file=sys.stderr)
@@ -222,6 +250,9 @@ def _run_prepare(args: argparse.Namespace) -> int:
         print(f"split by source video: {report.groups} groups (clips of one source stay in one split)")
     if report.cache_bytes:
         print(f"cache: {report.cache_bytes / 2**20:,.1f} MiB in {args.out}/cache")
+    if report.short:
+        print(f"{report.short} video(s) shorter than a {args.clip_len}-frame clip: their frames are looped to fill "
+              f"one (caveat 'short' in the split CSVs)")
     if report.problems:
         kept = len(report.problems) - report.skipped
         print(f"{report.skipped} file(s) skipped, {kept} kept with a caveat; see {args.out}/problems.csv:")
@@ -271,21 +302,25 @@ def _args_eval(p: argparse.ArgumentParser) -> None:
                    help="also evaluate frame-reversed and frame-shuffled clips (order dependence)")
     p.add_argument("--out", help="folder for report.json, confusion.csv/png, predictions.csv")
     p.add_argument("--device", default="auto")
-    p.add_argument("--precision", default="fp32", choices=INFERENCE_PRECISIONS)
+    p.add_argument("--precision", default="fp32", choices=PREDICT_CHOICES,
+                   help="autocast precision (auto: the device's fast one)")
     p.add_argument("--batch-size", type=int, default=4)
-    p.add_argument("--workers", type=int, default=0)
+    p.add_argument("--workers", type=int, help="loader processes decoding beside the model (default 2; 0: none)")
     p.add_argument("--eager", action="store_true", help="run the model as trained (no BatchNorm folding/compile)")
 
 
 def _run_eval(args: argparse.Namespace) -> int:
+    import os
     from pathlib import Path
 
     from tqdm import tqdm
 
-    from actionbert.evaluate import evaluate
+    from actionbert.evaluate import EVAL_WORKERS, evaluate
 
     out = args.out or str(Path(args.model).parent / f"eval_{args.split}")
-    bar = tqdm(total=0, unit="clip", desc="evaluating", leave=False, dynamic_ncols=True)
+    main_process = os.environ.get("RANK", "0") == "0"  # under torchrun: rank 0 shows progress and the report
+    bar = tqdm(total=0, unit="clip", desc="evaluating", leave=False, dynamic_ncols=True, delay=1,
+               disable=not main_process)  # shown after 1 s: an error before the first batch prints nothing else
 
     def on_batch(done, total):
         bar.total = total
@@ -294,9 +329,14 @@ def _run_eval(args: argparse.Namespace) -> int:
 
     report = evaluate(args.model, data=args.data, split=args.split, views=args.views,
                       temporal_check=args.temporal_check, out=out, device=args.device, precision=args.precision,
-                      batch_size=args.batch_size, workers=args.workers, fast=not args.eager, on_batch=on_batch,
+                      batch_size=args.batch_size, workers=EVAL_WORKERS if args.workers is None else args.workers,
+                      fast=not args.eager, on_batch=on_batch,
                       on_failure=lambda vid, reason: tqdm.write(f"warning: skipped {vid}: {reason}"))
     bar.close()
+    if report is None:  # another process of a torchrun evaluation: rank 0 reports
+        return 0
+    for note in report["notes"]:
+        print(f"note: {note}")
     v = report["video"]
     print(f"{report['evaluated_videos']}/{report['num_videos']} videos, views {report['views']}")
     if "clip" in report:
@@ -306,56 +346,183 @@ def _run_eval(args: argparse.Namespace) -> int:
     if tc:
         print(f"temporal check: original {tc['original']['top1']:.2f}%  reversed {tc['reversed']['top1']:.2f}%  "
               f"shuffled {tc['shuffled']['top1']:.2f}%  order dependence {tc['order_dependence']:+.2f} points")
+    if "clip" not in report:
+        print("no video could be evaluated")
     if report["failures"]:
         print(f"{len(report['failures'])} video(s) failed to decode (listed in report.json)")
-    print(f"report: {out}/report.json")
-    return 0
+    print(f"report: {out}/report.json, page: {out}/report.html")
+    return EXIT_SOME_FAILED if report["failures"] else 0
 
 
 # -------------------------------------------------------------------------------------------- predict
 def _args_predict(p: argparse.ArgumentParser) -> None:
     p.add_argument("model", help="training checkpoint or actionbert model folder")
-    p.add_argument("videos", nargs="+", help="video files (or frame folders)")
-    p.add_argument("--topk", type=int, default=5)
-    p.add_argument("--hop", type=int, help="frames between sliding windows (default: one clip span)")
+    p.add_argument("videos", nargs="*", help="video files (or frame folders)")
+    p.add_argument("--list", help="text file of more inputs, one path a line (blank lines and # comments skipped)")
+    p.add_argument("--out", help="JSON-lines results, one line per video as it completes (input order at the end); "
+                                 "re-running the same command continues it; under torchrun every process takes "
+                                 "its share")
+    p.add_argument("--overwrite", action="store_true", help="start --out afresh instead of continuing it")
+    p.add_argument("--workers", type=int, default=0, help="decoding processes (0: decode in the main process); "
+                                                          "windows of several videos share a model batch")
+    p.add_argument("--topk", type=int, default=5, help="labels listed per video (>= 1)")
+    p.add_argument("--hop", type=int, help="frames between sliding windows (>= 1; default: one clip span)")
     fmt = p.add_mutually_exclusive_group()
     fmt.add_argument("--json", action="store_true", help="print JSON")
-    fmt.add_argument("--csv", action="store_true", help="print the timeline as CSV")
-    p.add_argument("--plot", help="folder for one timeline PNG per video")
+    fmt.add_argument("--csv", action="store_true", help="print the timeline as CSV (a failed video: one row with "
+                                                        "its error)")
+    p.add_argument("--plot", help="folder for one timeline PNG per video (names from the video paths, distinct)")
+    p.add_argument("--report", help="folder for an HTML report: index.html and one self-contained page per video")
     p.add_argument("--device", default="auto")
-    p.add_argument("--precision", default="fp32", choices=INFERENCE_PRECISIONS)
+    p.add_argument("--precision", default="fp32", choices=PREDICT_CHOICES,
+                   help="autocast precision (auto: the device's fast one)")
     p.add_argument("--batch-size", type=int, default=4)
     p.add_argument("--eager", action="store_true", help="run the model as trained (no BatchNorm folding/compile)")
 
 
 def _run_predict(args: argparse.Namespace) -> int:
-    import csv
+    """Exit status: 0 every video predicted (caveats are warnings), 1 some video failed, 2 usage error."""
+    from actionbert.checkpoint import CheckpointError, load_model
+    from actionbert.predict import Predictor
+    from actionbert.runtime import init_distributed, resolve_precision, select_device
+
+    videos = _predict_inputs(args)
+    if isinstance(videos, int):
+        return videos
+    dist_info = init_distributed("cuda" if args.device in ("auto", "cuda") and _has_cuda() else "cpu")
+    if dist_info.enabled and not args.out:
+        print("error: under torchrun predict needs --out (every process writes its share there)", file=sys.stderr)
+        return 2
+    if dist_info.enabled and args.report:
+        print("error: --report is written by one process: run predict without torchrun for a report, or make "
+              "one from a single process over the results", file=sys.stderr)
+        return 2
+    try:
+        device = select_device(args.device, local_rank=dist_info.local_rank)
+        precision, note = resolve_precision(device, args.precision)
+        if note and dist_info.is_main:
+            print(f"note: {note}", file=sys.stderr)
+        model, info = load_model(args.model)
+        predictor = Predictor(model, info, device=device, precision=precision, hop=args.hop,
+                              batch_size=args.batch_size, fast=not args.eager)
+    except (CheckpointError, ValueError) as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
+    page = None
+    if args.report:
+        from actionbert.report import PredictReport, ReportError
+
+        try:
+            page = PredictReport(args.report, model=args.model, predictor=predictor)
+        except ReportError as e:
+            print(f"error: {e}", file=sys.stderr)
+            return 2
+    show = _with_page(_predict_printer(args, videos), page)
+    if args.out:
+        status = _predict_to_file(args, predictor, videos, dist_info, show)
+    else:
+        status = _predict_here(args, predictor, videos, show)
+    if page is not None:
+        print(f"report: {page.finish()}", file=sys.stderr if args.json or args.csv else sys.stdout)
+    return status
+
+
+def _with_page(show, page):
+    """show(p, plot) that also adds each video to the HTML report (once: when it is first shown)."""
+    if page is None:
+        return show
+
+    def both(p, plot=True):
+        if plot:
+            page.add(p)
+        show(p, plot)
+
+    return both
+
+
+def _predict_here(args: argparse.Namespace, predictor, videos: list[str], show) -> int:
+    """Results printed (and plotted) in input order, decoding in this process or in --workers processes."""
     import json
-    from pathlib import Path
 
-    from actionbert.checkpoint import load_model
-    from actionbert.predict import Predictor, predict_videos
-    from actionbert.runtime import select_device
+    from actionbert.predict import predict_videos
 
-    device = select_device(args.device)
-    model, info = load_model(args.model)
-    predictor = Predictor(model, info, device=device, precision=args.precision, hop=args.hop,
-                          batch_size=args.batch_size, fast=not args.eager)
+    if args.workers:
+        from actionbert.predict_batch import predict_many
+
+        done: dict = {}
+        predict_many(predictor, list(enumerate(videos)), topk=args.topk, workers=args.workers,
+                     on_video=lambda i, p: done.__setitem__(i, p))
+        results = [done[i] for i in range(len(videos))]
+        for r in results:
+            show(r)
+    else:
+        results = predict_videos(predictor, videos, topk=args.topk, on_done=show)
+    if args.json:
+        print(json.dumps([r.to_dict() for r in results], indent=2))
+    return _predict_status(sum(r.error is not None for r in results), len(results))
+
+
+def _has_cuda() -> bool:
+    import torch
+
+    return torch.cuda.is_available()
+
+
+def _predict_status(failed: int, total: int) -> int:
+    if failed:
+        print(f"error: {failed} of {total} video(s) failed (see the errors above)", file=sys.stderr)
+    return 1 if failed else 0
+
+
+def _predict_inputs(args: argparse.Namespace) -> list[str] | int:
+    """The inputs: positional videos, then the lines of --list; exit status 2 on a usage error."""
+    for name in ("topk", "hop", "batch_size"):
+        value = getattr(args, name)
+        if value is not None and value < 1:
+            print(f"error: --{name.replace('_', '-')} must be >= 1, got {value}", file=sys.stderr)
+            return 2
+    if args.workers < 0:
+        print(f"error: --workers must be >= 0, got {args.workers}", file=sys.stderr)
+        return 2
+    videos = list(args.videos)
+    if args.list:
+        try:
+            with open(args.list) as f:
+                videos += [line.strip() for line in f if line.strip() and not line.lstrip().startswith("#")]
+        except OSError as e:
+            print(f"error: --list {args.list}: {e.strerror}", file=sys.stderr)
+            return 2
+    if not videos:
+        print("error: no input: give video paths and/or --list FILE", file=sys.stderr)
+        return 2
+    return videos
+
+
+#: Columns of `predict --csv`: one row per timeline window; a video that failed has one row with its error.
+PREDICT_CSV_COLUMNS = ("video", "start", "end", "label", "score", "warning", "error")
+
+
+def _predict_printer(args: argparse.Namespace, videos: list[str]):
+    """show(prediction): text, CSV rows (header written now) or nothing (--json); its timeline PNG (--plot)."""
+    import csv
+
     writer = None
     if args.csv:
         writer = csv.writer(sys.stdout)
-        writer.writerow(["video", "start", "end", "label", "score"])
+        writer.writerow(PREDICT_CSV_COLUMNS)
+    plot_files = iter(_plot_files(args.plot, videos))  # one per video, in order (show is called so)
 
-    def show(p):
-        if args.plot and p.segments:
-            from actionbert.plots import plot_timeline
-
-            plot_timeline(p.segments, Path(args.plot) / f"{Path(p.video).stem}_timeline.png", title=Path(p.video).name)
+    def show(p, plot=True):
+        file = next(plot_files, None) if plot else None
+        if p.segments and file is not None:
+            _plot(p, file)
         if args.json:
             return
         if writer is not None:
             for s in p.segments:
-                writer.writerow([p.video, s["start"], s["end"], s["label"], s["score"]])
+                writer.writerow([p.video, s["start"], s["end"], s["label"], s["score"], p.warning or "", ""])
+            if p.error:
+                writer.writerow([p.video, "", "", "", "", p.warning or "", p.error])
             return
         if p.error:
             print(f"{p.video}: ERROR {p.error}", file=sys.stderr)
@@ -367,10 +534,100 @@ def _run_predict(args: argparse.Namespace) -> int:
                 for s in p.segments:
                     print(f"    {s['start']:8.2f}-{s['end']:8.2f}s  {s['label']}  {s['score']:.3f}")
 
-    results = predict_videos(predictor, args.videos, topk=args.topk, on_done=show)
+    return show
+
+
+def _predict_to_file(args, predictor, videos, dist_info, show) -> int:
+    """predict --out: resumable JSON lines, sharded under torchrun; a progress bar on rank 0."""
+    import json
+
+    from actionbert.predict import Prediction
+    from actionbert.predict_batch import predict_to_file, settings_of
+    from actionbert.results import ResultsError
+    from actionbert.runtime import shutdown_distributed
+
+    settings = settings_of(args.model, predictor, videos, topk=args.topk)
+    plots = _plot_files(args.plot, videos)
+    progress = _predict_progress(quiet=not dist_info.is_main)
+
+    def on_video(index, p):
+        if plots and p.segments:
+            _plot(p, plots[index])
+        if p.error:
+            progress.write(f"{p.video}: ERROR {p.error}")
+        progress.video(len(p.segments))
+
+    try:
+        summary = predict_to_file(predictor, videos, args.out, settings, topk=args.topk, workers=args.workers,
+                                  overwrite=args.overwrite, dist_info=dist_info, on_video=on_video,
+                                  on_start=progress.start)
+    except ResultsError as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
+    finally:
+        progress.close()
+        shutdown_distributed()
+    if not dist_info.is_main:
+        return 0
+    preds = [Prediction.from_dict(r) for r in summary.records]
     if args.json:
-        print(json.dumps([r.to_dict() for r in results], indent=2))
-    return 1 if all(r.error and not r.topk for r in results) else 0
+        print(json.dumps([p.to_dict() for p in preds], indent=2))
+    elif args.csv:
+        for p in preds:
+            show(p, plot=False)
+    failed = sum(p.error is not None for p in preds)
+    print(f"{args.out}: {len(preds)} of {len(videos)} videos ({summary.skipped} were already there, "
+          f"{failed} failed)", file=sys.stderr)
+    return _predict_status(failed, len(preds))
+
+
+def _predict_progress(quiet: bool):
+    """A one-line tqdm bar: videos done / total, videos/s, clips/s and the ETA of this process's share."""
+    import time
+    from types import SimpleNamespace
+
+    from tqdm import tqdm
+
+    state = SimpleNamespace(bar=None, clips=0, t0=time.perf_counter())
+
+    def start(skipped, todo):
+        if skipped and not quiet:
+            tqdm.write(f"{skipped} video(s) already in the results file: skipped", file=sys.stderr)
+        if not quiet and todo:
+            state.bar = tqdm(total=todo, unit="video", desc="predicting", dynamic_ncols=True)
+        state.t0 = time.perf_counter()
+
+    def video(clips):
+        state.clips += clips
+        if state.bar is not None:
+            rate = state.clips / max(time.perf_counter() - state.t0, 1e-9)
+            state.bar.set_postfix_str(f"{rate:.1f} clips/s", refresh=False)
+            state.bar.update(1)
+
+    def close():
+        if state.bar is not None:
+            state.bar.close()
+
+    return SimpleNamespace(start=start, video=video, close=close, write=lambda text: tqdm.write(text, file=sys.stderr))
+
+
+def _plot_files(folder: str | None, videos: list[str]) -> list:
+    """The timeline PNG of each video (distinct names, see `plots.timeline_names`); [] without --plot."""
+    from pathlib import Path
+
+    from actionbert.plots import timeline_names
+
+    return [Path(folder) / name for name in timeline_names(videos)] if folder else []
+
+
+def _plot(p, file) -> None:
+    from pathlib import Path
+
+    from actionbert.plots import plot_timeline
+
+    replaced = file.exists()
+    plot_timeline(p.segments, file, title=Path(p.video).name)
+    print(f"{p.video}: timeline {file}{' (replaced the existing file)' if replaced else ''}", file=sys.stderr)
 
 
 # --------------------------------------------------------------------------------------------- ablate
@@ -383,17 +640,20 @@ def _args_ablate(p: argparse.ArgumentParser) -> None:
     p.add_argument("--out", help="folder for the runs and ablation.md/csv (default: <train.out>/ablation)")
     p.add_argument("--views", default="all", help="evaluation views of each best checkpoint (see eval)")
     p.add_argument("--temporal-check", action="store_true")
+    p.add_argument("--overwrite", action="store_true", help="replace runs an earlier ablation left in --out")
     p.add_argument("--quiet", action="store_true")
 
 
 def _run_ablate(args: argparse.Namespace) -> int:
     from pathlib import Path
 
-    from actionbert.ablate import markdown_table, parse_grid, run_ablation, table_rows
+    from actionbert.ablate import parse_grid, run_ablation
     from actionbert.config import load_config
     from actionbert.evaluate import evaluate
+    from actionbert.runtime import single_process_only
     from actionbert.train import train
 
+    single_process_only("ablate", "run it without torchrun (it trains on one GPU: --set train.device=cuda:N)")
     base = load_config(args.config, args.overrides)
     grid = parse_grid(args.grid)
     out = Path(args.out or Path(base.train.out) / "ablation")
@@ -402,15 +662,16 @@ def _run_ablate(args: argparse.Namespace) -> int:
     def eval_fn(run_dir, cfg):
         r = evaluate(run_dir / "best.pt", data=cfg.data.root, split=cfg.data.val_split, views=args.views,
                      temporal_check=args.temporal_check, out=run_dir / "eval")
-        res = {"top1": r["video"]["top1"]}
+        res = {"top1": r["video"]["top1"], "predictions": r.get("predictions", [])}  # per video: for comparisons
         if args.temporal_check:
             res["shuffled_top1"] = r["temporal_check"]["shuffled"]["top1"]
         return res
 
-    rows = run_ablation(base, grid, seeds=args.seeds, out=out, train_fn=lambda cfg: train(cfg, hooks=hooks),
-                        eval_fn=eval_fn, on_run=lambda name, seed, r: print(f"{name} seed {seed}: {r}"))
-    print(markdown_table(table_rows(rows)))
-    print(f"written: {out}/ablation.md, {out}/ablation.csv")
+    run_ablation(base, grid, seeds=args.seeds, out=out,
+                 train_fn=lambda cfg: train(cfg, overwrite=args.overwrite, hooks=hooks), eval_fn=eval_fn,
+                 on_run=lambda name, seed, r: print(f"{name} seed {seed}: {r}"))
+    print((out / "ablation.md").read_text().strip())  # the table, then the paired comparisons and verdicts
+    print(f"written: {out}/ablation.md, {out}/ablation.csv, {out}/ablation.json, {out}/report.html")
     return 0
 
 
@@ -439,7 +700,7 @@ def _run_demo(args: argparse.Namespace) -> int:
     text = report.read_text()
     start = text.find("## Result")
     print(text[start:text.find("## What this shows")].strip())
-    print(f"\nreport: {report}  ({(time.perf_counter() - t0) / 60:.1f} min)")
+    print(f"\nreport: {report} and {report.with_name('report.html')}  ({(time.perf_counter() - t0) / 60:.1f} min)")
     return 0
 
 
@@ -467,7 +728,6 @@ def _run_convert(args: argparse.Namespace) -> int:
 
     from actionbert.checkpoint import CheckpointError
     from actionbert.convert import convert_weights
-    from actionbert.hub import PretrainedError
 
     classes = None
     if args.classes:
@@ -479,13 +739,13 @@ def _run_convert(args: argparse.Namespace) -> int:
                                          progress=not args.quiet)
     except (CheckpointError, ValueError) as e:
         print(f"error: {e}", file=sys.stderr)
-        return 2 if isinstance(e, PretrainedError) else 1
+        return EXIT_ERROR
     print(report.summary())
     cfg = json.loads((folder / "config.json").read_text())
     m = cfg["model"]
     print(f"wrote {folder}: {m['backbone']} + {m['head']}"
           f"{' + ' + m['reduction'] if m['reduction'] else ''}, {m['num_classes']} classes, "
-          f"clip {cfg['clip_len']} x {cfg['input_size']}px, norm {cfg['norm']}")
+          f"clip {cfg['clip_len']} x {cfg['input_size']}px, norm {cfg['preprocessing']['norm']}")
     return 0
 
 
@@ -500,15 +760,15 @@ def _args_export(p: argparse.ArgumentParser) -> None:
 
 def _run_export(args: argparse.Namespace) -> int:
     from actionbert.checkpoint import CheckpointError, load_model
-    from actionbert.export import TOLERANCE, ExportCheckError, export_model
+    from actionbert.export import TOLERANCE, ExportCheckError, export_metadata, export_model
 
     try:
         model, info = load_model(args.model)
         result = export_model(model, args.out, format=args.format, clip_len=info.get("clip_len"),
-                              input_size=info.get("input_size"), batch=args.batch)
+                              input_size=info.get("input_size"), batch=args.batch, metadata=export_metadata(info))
     except (CheckpointError, ExportCheckError, ValueError) as e:
         print(f"error: {e}", file=sys.stderr)
-        return 1
+        return EXIT_ERROR
     c, t, h, w = result.clip_shape
     print(f"exported {args.format} to {result.path}: input (B, {c}, {t}, {h}, {w}), dynamic B")
     print(f"max abs difference vs eager PyTorch (B in {result.batches}): {result.max_abs_diff:.3g} "
@@ -545,7 +805,24 @@ COMPUTE_COMMANDS = ("train", "eval", "predict", "ablate", "demo")
 
 
 def main(argv: list[str] | None = None) -> int:
+    """Run a command. Exit codes: 0 all good, 1 some inputs failed (the rest was done), 2 an expected error
+    (usage, data, disk; one `error:` line, argparse's own usage errors too), 3 a bug (traceback)."""
     args = build_parser().parse_args(argv)
+    try:
+        return _dispatch(args)
+    except ActionbertError as e:
+        print("error: " + " ".join(line.strip() for line in str(e).splitlines() if line.strip()), file=sys.stderr)
+        return e.exit_code
+    except Exception:  # a bug: show everything, and say so
+        import traceback
+
+        traceback.print_exc()
+        print("error: this is a bug in actionbert, not a problem with your input: please report it with the command "
+              "and the traceback above", file=sys.stderr)
+        return EXIT_BUG
+
+
+def _dispatch(args: argparse.Namespace) -> int:
     _, run, _ = COMMANDS[args.command]
     if args.command in COMPUTE_COMMANDS:
         import logging
@@ -556,6 +833,13 @@ def main(argv: list[str] | None = None) -> int:
         # torch.compile's C++ build imports torch.utils.cpp_extension, which warns "No CUDA runtime is found" on
         # every CPU-only machine; actionbert builds no CUDA extension, so that warning is noise here.
         logging.getLogger("torch.utils.cpp_extension").setLevel(logging.ERROR)
+        from actionbert.runtime import UnsupportedSetup
+
+        try:
+            return run(args)
+        except UnsupportedSetup as e:  # a device / precision / process layout the command cannot run with
+            print(f"error: {e}", file=sys.stderr)
+            return 2
     return run(args)
 
 

@@ -14,14 +14,19 @@ checkpoint used for inference with nothing else.
 from __future__ import annotations
 
 import dataclasses
+import difflib
 from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
 from typing import Any, get_type_hints
 
 import yaml
 
+from actionbert.errors import UsageError
 from actionbert.models import ModelConfig, get_backbone_spec
 from actionbert.precisions import TRAIN_PRECISIONS
+from actionbert.preprocessing import CROP_SCALES, Preprocessing, Resize
+
+_DEFAULT = Preprocessing()
 
 
 @dataclass(frozen=True)
@@ -31,7 +36,7 @@ class DataConfig:
     Args:
         root: folder written by `actionbert prepare` (classes.txt, train.csv, val.csv, optional cache).
         frame_stride: step between the consecutive frames of a clip (the paper: 1).
-        resize: frames are resized to (height, width) before cropping (the paper: 128 x 170).
+        resize: frames are resized to (height, width) before cropping (default: the record's, 128 x 170).
         keep_aspect: resize the short side to resize[0] instead, keeping the aspect ratio.
         norm: normalisation preset ("torchvision" or "hara"); None = the backbone's pretrained source.
         hflip: probability of a horizontal flip in training (0.5; use 0 when left/right is part of a class).
@@ -42,11 +47,11 @@ class DataConfig:
 
     root: str = ""
     frame_stride: int = 1
-    resize: tuple[int, int] = (128, 170)
+    resize: tuple[int, int] = (_DEFAULT.resize.height, _DEFAULT.resize.width)
     keep_aspect: bool = False
     norm: str | None = None
-    hflip: float = 0.5
-    crop_scales: tuple[float, ...] = (1.0, 0.875, 0.75, 0.66)
+    hflip: float = _DEFAULT.hflip
+    crop_scales: tuple[float, ...] = CROP_SCALES
     num_workers: int = 2
     val_split: str = "val"
 
@@ -68,8 +73,9 @@ class TrainConfig:
         warmup_epochs: linear learning-rate warm-up from lr/100 over this many epochs (0 = off).
         freeze_backbone_epochs: train only the head and classifier for this many first epochs.
         early_stopping: stop after this many epochs without a better validation top-1 (0 = off).
-        precision: "fp32", "bf16" (autocast, also on CPU), "fp16" (GPU only, with a gradient scaler) or "fp64"
-            (float64 weights and activations: many times slower; for exactness checks such as the DDP test).
+        precision: "fp32", "bf16" (autocast, also on CPU), "fp16" (GPU only, with a gradient scaler), "auto" (the
+            device's fast one, see the table in `actionbert.runtime`; the run's config.yaml records the choice) or
+            "fp64" (float64 weights and activations: many times slower; for exactness checks such as the DDP test).
         channels_last: run convolutions in channels-last 3D memory format.
         sync_bn: synchronise BatchNorm statistics across processes (small per-GPU batches; CUDA only).
         freeze_bn: keep BatchNorm layers in eval mode (running statistics; affine parameters still train).
@@ -81,6 +87,11 @@ class TrainConfig:
         pretrained_source: format of a `pretrained` file ("torchvision", "ig65m", "hara", "reference",
             "actionbert"); None: "actionbert" for a file, the registry's format for a name.
         max_steps_per_epoch: cut epochs short (0 = full epochs); for smoke runs.
+        dist_timeout_s: seconds a process of a multi-process run waits in a collective operation (gradient
+            all-reduce, barrier) for the others before the run stops with an error saying a process stopped
+            answering. 600 s is far above the longest legitimate wait (rank 0 writing checkpoints and
+            curves while the others wait at the epoch's barrier, the first batch of a cold cache) and well
+            below gloo's own 30 minutes; it is also NCCL's default.
     """
 
     out: str = "runs/train"
@@ -105,6 +116,7 @@ class TrainConfig:
     pretrained: str | None = None
     pretrained_source: str | None = None
     max_steps_per_epoch: int = 0
+    dist_timeout_s: float = 600.0
 
 
 @dataclass(frozen=True)
@@ -117,7 +129,7 @@ class RunConfig:
 SECTIONS = {"model": ModelConfig, "data": DataConfig, "train": TrainConfig}
 
 
-class ConfigError(ValueError):
+class ConfigError(UsageError):
     """A configuration file or override that does not fit the dataclasses."""
 
 
@@ -137,9 +149,11 @@ def _coerce(cls: type, name: str, value: Any) -> Any:
                 return True
             if value.lower() in ("0", "false", "no", "off"):
                 return False
-            raise ConfigError(f"{cls.__name__}.{name}: expected true/false, got {value!r}")
+            raise ValueError(value)
         return bool(value)
     if hint is int or text == "int":
+        if isinstance(value, bool) or (isinstance(value, float) and not value.is_integer()):
+            raise ValueError(value)  # no silent truncation of 2.5 epochs, no true = 1
         return int(value)
     if hint is float or text == "float":
         return float(value)
@@ -154,12 +168,44 @@ def _coerce(cls: type, name: str, value: Any) -> Any:
     return value
 
 
+def _section_name(cls: type) -> str:
+    return next(name for name, c in SECTIONS.items() if c is cls)
+
+
+def _unknown_key(cls: type, name: str) -> str:
+    """"unknown key train.epoch (did you mean train.epochs?)" with the close matches among the known keys."""
+    section, known = _section_name(cls), sorted(f.name for f in fields(cls))
+    close = difflib.get_close_matches(name, known, n=2)
+    hint = f"did you mean {' or '.join(f'{section}.{c}' for c in close)}?" if close else \
+        f"known {section} keys: {', '.join(known)}"
+    return f"unknown key {section}.{name} ({hint})"
+
+
+def _expected(cls: type, name: str) -> str:
+    """The type of a field in words, for error messages."""
+    text = str(get_type_hints(cls)[name])
+    for key, words in (("tuple", "a list of numbers such as [128, 170]"), ("bool", "true or false"),
+                       ("dict", "a mapping"), ("float", "a number"), ("int", "a whole number"),
+                       ("str", "text")):
+        if key in text:
+            return words + (" or null" if "None" in text else "")
+    return text
+
+
+def coerce_field(cls: type, name: str, value: Any, *, where: str) -> Any:
+    """`_coerce` with an error that names the key, the expected type and the value."""
+    try:
+        return _coerce(cls, name, value)
+    except (ValueError, TypeError):
+        raise ConfigError(f"{where}: {_section_name(cls)}.{name} expects {_expected(cls, name)}, "
+                          f"got {value!r}") from None
+
+
 def _section(cls: type, values: dict[str, Any], where: str):
-    known = {f.name for f in fields(cls)}
-    unknown = set(values) - known
+    unknown = sorted(set(values) - {f.name for f in fields(cls)})
     if unknown:
-        raise ConfigError(f"{where}: unknown {cls.__name__} field(s) {sorted(unknown)}; known: {sorted(known)}")
-    kwargs = {k: _coerce(cls, k, v) for k, v in values.items()}
+        raise ConfigError(f"{where}: " + "; ".join(_unknown_key(cls, k) for k in unknown))
+    kwargs = {k: coerce_field(cls, k, v, where=where) for k, v in values.items()}
     if cls is ModelConfig:
         kwargs.setdefault("num_classes", 0)
         missing = {"backbone", "head", "clip_len"} - set(kwargs)
@@ -180,10 +226,12 @@ def config_from_dict(raw: dict[str, Any], *, where: str = "config") -> RunConfig
     return cfg
 
 
-def load_config(path: str | Path | None, overrides: list[str] = ()) -> RunConfig:
-    """Read a YAML file (or start from defaults) and apply `section.key=value` overrides."""
-    raw: dict[str, Any] = {}
-    where = str(path) if path else "defaults"
+def load_config(path: str | Path | None, overrides: list[str] = (), *, base: dict[str, Any] | None = None,
+                base_name: str = "defaults") -> RunConfig:
+    """Read a YAML file (or start from `base`, a config dict, or the defaults) and apply `section.key=value`
+    overrides."""
+    raw: dict[str, Any] = dict(base or {})
+    where = str(path) if path else base_name
     if path:
         try:
             raw = yaml.safe_load(Path(path).read_text()) or {}
@@ -195,7 +243,7 @@ def load_config(path: str | Path | None, overrides: list[str] = ()) -> RunConfig
             raise ConfigError(f"{path}: expected a mapping with model/data/train sections")
     for item in overrides:
         raw = apply_override(raw, item)
-    return config_from_dict(raw, where=where)
+    return config_from_dict(raw, where=f"{where} with the overrides" if overrides else where)
 
 
 def apply_override(raw: dict[str, Any], item: str) -> dict[str, Any]:
@@ -205,7 +253,15 @@ def apply_override(raw: dict[str, Any], item: str) -> dict[str, Any]:
     if not sep or not dot or section not in SECTIONS:
         raise ConfigError(f"override {item!r}: expected section.key=value with section in {sorted(SECTIONS)}")
     out = {k: dict(v or {}) for k, v in raw.items()}
-    parsed = yaml.safe_load(value) if value.strip() else None
+    try:
+        parsed = yaml.safe_load(value) if value.strip() else None
+    except yaml.YAMLError:
+        parsed = value  # not YAML: a plain string, checked against the field's type below
+    cls, field_name = SECTIONS[section], name.split(".", 1)[0]
+    if field_name not in {f.name for f in fields(cls)}:
+        raise ConfigError(f"override {item!r}: {_unknown_key(cls, field_name)}")
+    if field_name == name:
+        coerce_field(cls, name, parsed, where=f"override {item!r}")
     if name.startswith("head_options."):
         opts = dict(out.setdefault(section, {}).get("head_options") or {})
         opts[name.split(".", 1)[1]] = parsed
@@ -224,7 +280,25 @@ def validate(cfg: RunConfig, *, where: str = "config") -> None:
             raise ConfigError(f"{where}: train.{name} must be >= 1, got {getattr(t, name)}")
     if cfg.data.frame_stride < 1:
         raise ConfigError(f"{where}: data.frame_stride must be >= 1")
-    get_backbone_spec(cfg.model.backbone)
+    if t.dist_timeout_s <= 0:
+        raise ConfigError(f"{where}: train.dist_timeout_s must be > 0 seconds, got {t.dist_timeout_s}")
+    _check_crop(cfg, where)
+    try:
+        get_backbone_spec(cfg.model.backbone)
+    except ValueError as e:
+        raise ConfigError(f"{where}: model.backbone: {e}") from None
+
+
+def _check_crop(cfg: RunConfig, where: str) -> None:
+    """The training crop must fit in the resized frames (else every clip would fail in a loader worker)."""
+    d, size = cfg.data, cfg.model.input_size
+    if len(d.resize) != 2 or min(d.resize) < 1:
+        raise ConfigError(f"{where}: data.resize must be [height, width] in pixels, got {list(d.resize)}")
+    smallest = int(d.resize[0]) if d.keep_aspect else min(int(v) for v in d.resize)
+    if size > smallest:
+        what = "short side" if d.keep_aspect else "smaller side"
+        raise ConfigError(f"{where}: model.input_size {size} is larger than the {what} of data.resize "
+                          f"{list(d.resize)}: the crop would not fit; lower model.input_size or raise data.resize")
 
 
 def resolve(cfg: RunConfig, *, num_classes: int) -> RunConfig:
@@ -245,6 +319,50 @@ def dump_config(cfg: RunConfig) -> str:
     return yaml.safe_dump(config_to_dict(cfg), sort_keys=False)
 
 
-def transform_resize(resize, keep_aspect: bool):
-    """The `resize` argument of the data transforms: (H, W) ignoring aspect, or the short side (an int)."""
-    return int(resize[0]) if keep_aspect else (int(resize[0]), int(resize[1]))
+# --------------------------------------------------------------------------------------------- resume
+#: Settings a resumed run may change: they do not alter what the remaining epochs compute from the run's
+#: state (train.out: the run folder may have been moved).
+RESUME_CHANGEABLE = ("train.epochs", "train.early_stopping", "train.device", "train.dist_timeout_s",
+                     "data.num_workers", "train.out")
+#: Settings only a run's start uses (its weights then come from last.pt): the run's own values are kept.
+RESUME_IGNORED = ("train.pretrained", "train.pretrained_source")
+
+
+def _flat(cfg: RunConfig) -> dict[str, Any]:
+    return {f"{section}.{k}": v for section, values in config_to_dict(cfg).items() for k, v in values.items()}
+
+
+def resume_config(saved: RunConfig, requested: RunConfig) -> tuple[RunConfig, list[str]]:
+    """The config a resumed run continues with: the run's own (`saved`, from its last.pt) with the changes
+    `requested` makes to `RESUME_CHANGEABLE` settings.
+
+    Returns (config, what was applied or kept, in words). Raises `ConfigError` listing the requested changes a
+    resumed run cannot honour (model, data, optimisation: they would make it another run).
+    """
+    have, want = _flat(saved), _flat(resolve(requested, num_classes=saved.model.num_classes))
+    changed = [k for k in have if have[k] != want[k] and k not in RESUME_IGNORED]
+    kept = [f"keeping the run's {k} {have[k]!r} (weights come from last.pt)" for k in RESUME_IGNORED
+            if have[k] != want[k]]
+    refused = [k for k in changed if k not in RESUME_CHANGEABLE]
+    if refused:
+        shown = ", ".join(f"{k} {have[k]!r} -> {want[k]!r}" for k in refused[:6])
+        more = f" and {len(refused) - 6} more" if len(refused) > 6 else ""
+        raise ConfigError(f"--resume cannot change {shown}{more}: a resumed run keeps its model, data and "
+                          "optimisation settings; resume without a config file (the run's own is used) or start a "
+                          f"new run in another folder. Changeable on resume: {', '.join(RESUME_CHANGEABLE)}")
+    raw = config_to_dict(saved)
+    for key in changed:
+        section, name = key.split(".")
+        raw[section][name] = want[key]
+    applied = [f"applying {k} {have[k]!r} -> {want[k]!r}" for k in changed]
+    return config_from_dict(raw, where="resumed config"), applied + kept
+def preprocessing_of(cfg: RunConfig) -> Preprocessing:
+    """The preprocessing record of a run, built once here (see `actionbert.preprocessing`); raises ConfigError
+    for a combination that cannot describe model input (e.g. a resize smaller than the crop)."""
+    d, m = cfg.data, cfg.model
+    try:
+        return Preprocessing(resize=Resize.parse(d.resize, keep_aspect=d.keep_aspect), crop_size=m.input_size,
+                             norm=d.norm or get_backbone_spec(m.backbone).norm, clip_len=m.clip_len,
+                             frame_stride=d.frame_stride, hflip=d.hflip, crop_scales=tuple(d.crop_scales))
+    except ValueError as e:
+        raise ConfigError(f"data/model config: {e}") from None

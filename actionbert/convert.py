@@ -21,6 +21,7 @@ from typing import Any
 from actionbert.checkpoint import inference_config, save_pretrained
 from actionbert.hub import lookup, resolve
 from actionbert.models import ModelConfig, build_model, get_backbone_spec
+from actionbert.preprocessing import Preprocessing
 from actionbert.weights import (BACKBONE_ONLY, FILTERS, LoadReport, StateDict, infer_reference_architecture,
                                 load_state, read_weights)
 from actionbert.weights_registry import WeightsEntry, class_names
@@ -68,11 +69,20 @@ def convert_weights(path: str | Path, out: str | Path, *, source: str | None = N
     model = build_model(**arch)
     report = load_state(model, state, source=source, where=str(file), keep_classifier=keep_classifier)
     names = classes or [f"class_{i}" for i in range(model.num_classes)]
-    keep = {k: stored[k] for k in ("frame_stride", "resize", "keep_aspect", "norm", "hflip") if k in stored} \
-        if isinstance(stored, dict) else {}
-    keep.setdefault("norm", spec.norm)
-    info = inference_config(model, classes=names, **keep)
+    info = inference_config(model, classes=names, preprocessing=_record(stored, model, spec.norm))
     return save_pretrained(model.eval(), out, info=info), report
+
+
+def _record(stored, model, norm: str) -> Preprocessing:
+    """The preprocessing record of a converted model: the stored one (or an old file's loose fields), else the
+    default record with the backbone's normalisation; clip length and crop are always the model's."""
+    loose: dict[str, Any] = {}
+    if isinstance(stored, dict):
+        loose = dict(stored.get("preprocessing") or {k: stored[k] for k in ("frame_stride", "resize", "keep_aspect",
+                                                                            "norm", "hflip") if k in stored})
+    loose.setdefault("norm", norm)
+    loose.update(clip_len=model.config.clip_len, crop_size=model.config.input_size)
+    return Preprocessing.from_dict(loose)
 
 
 def _registry_defaults(entry: WeightsEntry, source: str | None, given: dict[str, Any],

@@ -52,8 +52,6 @@ other jobs loaded the machine, so rough):
 from __future__ import annotations
 
 import dataclasses
-
-import json
 import shutil
 import time
 from dataclasses import dataclass
@@ -61,17 +59,21 @@ from pathlib import Path
 from typing import Callable
 
 from actionbert import demo_summary
-from actionbert.ablate import markdown_table, run_ablation, table_rows
+from actionbert.ablate import (AblationRow, comparisons_markdown, grid_comparisons, markdown_table, run_ablation,
+                               table_rows)
+from actionbert.compare import METHOD_NOTE
 from actionbert.config import DataConfig, ModelConfig, RunConfig, TrainConfig
-from actionbert.data.synthetic import LOCAL_ORDER_STYLE, EventLayout, local_event_layout
-
+from actionbert.data.synthetic import LOCAL_ORDER_STYLE, EventLayout, class_groups, local_event_layout
+from actionbert.fileio import atomic_write_text, to_json
+from actionbert.preprocessing import Resize
+from actionbert.report import write_ablation_page
 
 #: The demo's classes: two order pairs (order-only), their events twice (appearance controls) and a disc sliding
 #: left or right (local-motion controls).
 DEMO_CLASSES = ("red_then_blue", "blue_then_red", "circle_then_square", "square_then_circle",
                 "red_twice", "blue_twice", "circle_twice", "square_twice", "slide_left", "slide_right")
-
-
+#: How the report names `data.synthetic.class_groups`' groups.
+GROUP_TITLES = {"all": "all classes", "order_only": "order-only classes", "control": "control classes"}
 @dataclass(frozen=True)
 class DemoConfig:
     """Sizes of the demo, chosen to finish in under 10 minutes on 2 CPU cores (see the module docstring).
@@ -143,14 +145,27 @@ def event_layout(demo: DemoConfig, log: Callable[[str], None]) -> EventLayout:
 
 
 def _resolve_precision(demo: DemoConfig, log: Callable[[str], None]) -> DemoConfig:
-    """"auto" -> bf16 where the device runs it natively, else fp32; said once either way."""
+    """"auto" -> the device's fast precision (`runtime.resolve_precision`); said once."""
     if demo.precision != "auto":
         return demo
     from actionbert import runtime
 
-    slow = runtime.bf16_is_slow(runtime.select_device("auto"))
-    log(f"    precision fp32: {slow}" if slow else "    precision bf16 (autocast; this device runs bf16 natively)")
-    return dataclasses.replace(demo, precision="fp32" if slow else "bf16")
+    precision, note = runtime.resolve_precision(runtime.select_device("auto"), "auto")
+    log(f"    precision {precision}" + (f" ({note})" if note else " (the device runs it natively)"))
+    return dataclasses.replace(demo, precision=precision)
+
+
+def _fresh_folder(out: Path) -> None:
+    """Make `out` empty, removing it first only if an earlier demo made it (never a user's folder)."""
+    marker = out / ".actionbert-demo"
+    if out.exists() and any(out.iterdir()):
+        report = out / "REPORT.md"
+        made_by_demo = marker.is_file() or (report.is_file() and report.read_text().startswith("# actionbert demo"))
+        if not made_by_demo:  # never wipe a folder the demo did not make
+            raise FileExistsError(f"{out}: exists and is not an actionbert demo folder; choose another --out")
+        shutil.rmtree(out)
+    out.mkdir(parents=True, exist_ok=True)
+    marker.write_text("written by `actionbert demo`; the next demo run replaces this folder\n")
 
 
 def run_demo(demo: DemoConfig, *, log: Callable[[str], None] = lambda s: None,
@@ -162,15 +177,7 @@ def run_demo(demo: DemoConfig, *, log: Callable[[str], None] = lambda s: None,
 
     t_start = time.perf_counter()
     out = Path(demo.out)
-    marker = out / ".actionbert-demo"
-    if out.exists() and any(out.iterdir()):
-        report = out / "REPORT.md"
-        made_by_demo = marker.is_file() or (report.is_file() and report.read_text().startswith("# actionbert demo"))
-        if not made_by_demo:  # never wipe a folder the demo did not make
-            raise FileExistsError(f"{out}: exists and is not an actionbert demo folder; choose another --out")
-        shutil.rmtree(out)
-    out.mkdir(parents=True, exist_ok=True)
-    marker.write_text("written by `actionbert demo`; the next demo run replaces this folder\n")
+    _fresh_folder(out)
     log("1/4 generating the synthetic dataset")
     style = dataclasses.replace(LOCAL_ORDER_STYLE, layout=event_layout(demo, log))
     raw = make_synthetic_dataset(out / "videos", classes=demo.classes, videos_per_class=demo.videos_per_class,
@@ -179,8 +186,7 @@ def run_demo(demo: DemoConfig, *, log: Callable[[str], None] = lambda s: None,
     demo = _resolve_precision(demo, log)
     log("2/4 preparing it (index, split, decoded cache)")
     prepared = out / "prepared"
-    prepare_dataset(raw, prepared, val_fraction=0.25, seed=demo.seed, cache=True, cache_short_side=min(demo.resize))
-    base = base_config(demo, prepared)
+    prepare_dataset(raw, prepared, val_fraction=0.25, seed=demo.seed, cache=True, cache_resize=Resize(*demo.resize))
     evaluations: dict[str, dict] = {}
 
     def eval_fn(run_dir: Path, cfg: RunConfig) -> dict:
@@ -189,22 +195,34 @@ def run_demo(demo: DemoConfig, *, log: Callable[[str], None] = lambda s: None,
         evaluations[str(run_dir)] = report
         tc = report["temporal_check"]
         return {"top1": report["video"]["top1"], "reversed_top1": tc["reversed"]["top1"],
-                "shuffled_top1": tc["shuffled"]["top1"], "order_dependence": tc["order_dependence"]}
+                "shuffled_top1": tc["shuffled"]["top1"], "order_dependence": tc["order_dependence"],
+                "predictions": report.get("predictions", [])}
 
     def train_fn(cfg: RunConfig):
         log(f"3/4 training {cfg.model.head} seed {cfg.train.seed}")
         return train(cfg, hooks=train_hooks)
 
     log("3/4 training TGAP and BERT")
-    rows = run_ablation(base, {"model.head": ["tgap", "bert"]}, seeds=demo.seeds, out=out / "ablation",
-                        train_fn=train_fn, eval_fn=eval_fn,
+    rows = run_ablation(base_config(demo, prepared), {"model.head": ["tgap", "bert"]}, seeds=demo.seeds,
+                        out=out / "ablation", train_fn=train_fn, eval_fn=eval_fn,
                         on_run=lambda name, seed, res: log(f"    {name} seed {seed}: top-1 {res['top1']:.1f}%"))
     log("4/4 writing the report")
     seconds = time.perf_counter() - t_start
     summary = demo_summary.summarize(evaluations, demo.classes, seconds=seconds)
-    (out / "summary.json").write_text(json.dumps(summary, indent=2) + "\n")
-    report = write_report(out, demo, table_rows(rows), evaluations, minutes=seconds / 60, summary=summary)
-    return report
+    atomic_write_text(out / "summary.json", to_json(summary))
+    return write_report(out, demo, table_rows(rows), evaluations, minutes=seconds / 60, summary=summary,
+                        comparisons=group_comparisons(rows, list(demo.classes)))
+
+
+def group_comparisons(rows: list[AblationRow], classes: list[str]) -> dict[str, dict]:
+    """Group title -> {"classes", "comparisons", "not_compared"}: the heads compared paired on each non-empty
+    group's validation videos (`ablate.grid_comparisons` restricted to those classes)."""
+    out = {}
+    for name, members in class_groups(classes).items():
+        if members:
+            items, notes = grid_comparisons(rows, classes=members)
+            out[GROUP_TITLES[name]] = {"classes": members, "comparisons": items, "not_compared": notes}
+    return out
 
 
 def per_class_table(evaluations: dict[str, dict]) -> list[str]:
@@ -229,7 +247,6 @@ def per_class_table(evaluations: dict[str, dict]) -> list[str]:
 
 def result_section(out: Path, demo: DemoConfig, evaluations: dict[str, dict], summary: dict) -> list[str]:
     """REPORT.md lines: the group table (order-only, control, all, temporal check) and the per-class figure."""
-    from actionbert.data.synthetic import class_groups
     from actionbert.plots import plot_class_accuracy
 
     groups = class_groups(demo.classes)
@@ -251,14 +268,25 @@ def result_section(out: Path, demo: DemoConfig, evaluations: dict[str, dict], su
     ]
 
 
+def comparison_section(comparisons: dict[str, dict]) -> list[str]:
+    """REPORT.md lines: how to read the comparison, then a table and verdicts per class group."""
+    lines = ["## Paired comparison of the heads", "", METHOD_NOTE, ""]
+    for name, group in comparisons.items():
+        lines += [f"### {name[0].upper() + name[1:]} ({', '.join(group['classes'])})", "",
+                  *comparisons_markdown(group["comparisons"], group["not_compared"], explain=False), ""]
+    return lines
+
+
 def write_report(out: Path, demo: DemoConfig, table: list[dict], evaluations: dict[str, dict], *,
-                 minutes: float, summary: dict) -> Path:
+                 minutes: float, summary: dict, comparisons: dict[str, dict]) -> Path:
+    """REPORT.md, ablation.json and report.html in `out`; returns REPORT.md's path."""
     lines = [
         "# actionbert demo: TGAP vs BERT on synthetic order-sensitive videos",
         "",
         f"Backbone {demo.backbone} (local temporal tokens), {demo.clip_len}-frame clips at {demo.crop}x{demo.crop}, "
-        f"{demo.epochs} epochs, {demo.precision} training, {demo.seeds} seed(s) per head, evaluated on the "
-        f"validation split with the paper's protocol (views: {demo.views}). Run time {minutes:.1f} min.",
+        f"{demo.epochs} epochs, {demo.precision} training, {demo.seeds} seed(s) per head (base seed {demo.seed}), "
+        f"evaluated on the validation split with the paper's protocol (views: {demo.views}). "
+        f"Run time {minutes:.1f} min.",
         "",
         *result_section(out, demo, evaluations, summary),
         "## Ablation",
@@ -268,17 +296,10 @@ def write_report(out: Path, demo: DemoConfig, table: list[dict], evaluations: di
         "top1: video-level top-1 (%); reversed/shuffled: the same clips with frames reversed / shuffled; "
         "order_dependence: top-1 minus shuffled top-1 (how much the model relies on temporal order).",
         "",
+        *comparison_section(comparisons),
         "## What this shows",
         "",
-        "The order pairs (red_then_blue / blue_then_red, circle_then_square / square_then_circle) hold the same two "
-        "events in opposite order. The backbone's temporal tokens are local (each sees 11 of the 32 frames) and the "
-        "events sit where swapping their times leaves the mean of the tokens unchanged (the module docstring of "
-        "`actionbert.demo` explains it; `tests/test_demo_design.py` checks it), so TGAP cannot tell the two orders "
-        "apart and lands at 50% on them, while BERT reads the order from the token positions; reversing the frames "
-        "turns each order class into its partner, which BERT then predicts. The control classes (the same events "
-        "twice, a disc sliding left or right) need no order and both heads learn them. This is a check of the "
-        "mechanism on designed data, not a measure of BERT's gain on real videos (METHOD.md §1: +2.5 to +3 points "
-        "on the brief's dataset), whose 3D CNN features are much less local than these.",
+        WHAT_IT_SHOWS,
         "",
         "## Per-class recall (%), mean over seeds",
         "",
@@ -286,14 +307,37 @@ def write_report(out: Path, demo: DemoConfig, table: list[dict], evaluations: di
         "",
         "## Runs",
         "",
+        *_run_lines(out, evaluations),
     ]
+    path = out / "REPORT.md"
+    atomic_write_text(path, "\n".join(lines) + "\n")
+    groups = {name: group for name, group in comparisons.items() if name != GROUP_TITLES["all"]}
+    everything = comparisons.get(GROUP_TITLES["all"], {"comparisons": [], "not_compared": []})
+    atomic_write_text(out / "ablation.json", to_json(
+        {"table": table, "comparisons": everything["comparisons"], "not_compared": everything["not_compared"],
+         "class_groups": groups}))
+    write_ablation_page(out / "ablation", out / "report.html", markdown=path)
+    return path
+
+
+WHAT_IT_SHOWS = (
+    "The order pairs (red_then_blue / blue_then_red, circle_then_square / square_then_circle) hold the same two "
+    "events in opposite order. The backbone's temporal tokens are local (each sees 11 of the 32 frames) and the "
+    "events sit where swapping their times leaves the mean of the tokens unchanged (the module docstring of "
+    "`actionbert.demo` explains it; `tests/test_demo_design.py` checks it), so TGAP cannot tell the two orders "
+    "apart and lands at 50% on them, while BERT reads the order from the token positions; reversing the frames "
+    "turns each order class into its partner, which BERT then predicts. The control classes (the same events "
+    "twice, a disc sliding left or right) need no order and both heads learn them. This is a check of the "
+    "mechanism on designed data, not a measure of BERT's gain on real videos (METHOD.md §1: +2.5 to +3 points "
+    "on the brief's dataset), whose 3D CNN features are much less local than these.")
+
+
+def _run_lines(out: Path, evaluations: dict[str, dict]) -> list[str]:
+    lines = []
     for run_dir, report in sorted(evaluations.items()):
         rel = Path(run_dir).relative_to(out)
         lines += [f"### {rel}", "", f"![curves]({rel}/curves.png)", "",
                   f"![confusion]({rel}/eval/confusion.png)", "",
                   f"video top-1 {report['video']['top1']:.1f}%, mean class accuracy "
                   f"{report['video']['mean_class_accuracy']:.1f}%", ""]
-    path = out / "REPORT.md"
-    path.write_text("\n".join(lines) + "\n")
-    (out / "ablation.json").write_text(json.dumps(table, indent=2))
-    return path
+    return lines

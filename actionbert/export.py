@@ -7,6 +7,13 @@ input_size)` with a dynamic batch axis B:
 - `torchscript`: `torch.jit.trace` + `save`, checked after `torch.jit.load`.
 - `torch-export`: `torch.export.export` + `save` (`.pt2`), checked after `torch.export.load`.
 
+Every export carries what a deployment needs besides the network (`export_metadata`): the preprocessing record
+(`actionbert.preprocessing`: resize rule, crop, normalisation numbers, channel order, clip length, stride, the
+test protocol), the class names and the model config, as JSON strings under the keys "actionbert.preprocessing",
+"actionbert.classes" and "actionbert.model": in ONNX `metadata_props`, in TorchScript `_extra_files` and in
+torch.export `extra_files` (both read back with the same dict of names). `benchmarks/onnx_predict.py` runs an
+ONNX file from its metadata alone, without actionbert.
+
 The check reloads the written file, runs it on random clips of two batch sizes (the traced one and one more, so
 the dynamic batch axis is exercised) and compares with eager PyTorch; a max abs difference at or above the
 tolerance (1e-4 in fp32) raises `ExportCheckError`, and the file is only put in place after it passed.
@@ -14,6 +21,7 @@ tolerance (1e-4 in fp32) raises `ExportCheckError`, and the file is only put in 
 
 from __future__ import annotations
 
+import json
 import math
 import warnings
 from contextlib import contextmanager
@@ -61,24 +69,55 @@ def _quiet() -> Iterator[None]:
         yield
 
 
+def export_metadata(info: dict) -> dict[str, str]:
+    """The metadata every export carries, from a checkpoint's / model folder's inference dict (see the module
+    docstring); old files without a record get the one their loose fields describe."""
+    from actionbert.preprocessing import Preprocessing
+
+    return {"actionbert.preprocessing": json.dumps(Preprocessing.from_info(info).to_dict()),
+            "actionbert.classes": json.dumps(list(info["classes"])),
+            "actionbert.model": json.dumps(info.get("model", {}))}
+
+
+def read_metadata(path: str | Path, format: str) -> dict[str, str]:
+    """The `export_metadata` strings stored in an exported file."""
+    path = str(path)
+    if format == "onnx":
+        import onnx
+
+        return {p.key: p.value for p in onnx.load(path, load_external_data=False).metadata_props}
+    files = {key: "" for key in ("actionbert.preprocessing", "actionbert.classes", "actionbert.model")}
+    if format == "torchscript":
+        torch.jit.load(path, map_location="cpu", _extra_files=files)
+    else:
+        torch.export.load(path, extra_files=files)
+    return {k: v.decode() if isinstance(v, bytes) else v for k, v in files.items() if v}
+
+
 # ---------------------------------------------------------------------------------------------- writers
-def _write_onnx(model: nn.Module, example: torch.Tensor, path: str) -> None:
+def _write_onnx(model: nn.Module, example: torch.Tensor, path: str, metadata: dict[str, str]) -> None:
     torch.onnx.export(model, (example,), path, dynamo=False, opset_version=17, input_names=["clip"],
                       output_names=["logits"], dynamic_axes={"clip": {0: "batch"}, "logits": {0: "batch"}})
+    if metadata:
+        import onnx
+
+        proto = onnx.load(path)
+        onnx.helper.set_model_props(proto, metadata)
+        onnx.save(proto, path)
 
 
-def _write_torchscript(model: nn.Module, example: torch.Tensor, path: str) -> None:
+def _write_torchscript(model: nn.Module, example: torch.Tensor, path: str, metadata: dict[str, str]) -> None:
     traced = torch.jit.trace(model, (example,), check_trace=False)
-    torch.jit.save(traced, path)
+    torch.jit.save(traced, path, _extra_files=dict(metadata))
 
 
-def _write_torch_export(model: nn.Module, example: torch.Tensor, path: str) -> None:
+def _write_torch_export(model: nn.Module, example: torch.Tensor, path: str, metadata: dict[str, str]) -> None:
     batch = torch.export.Dim("batch", min=1)
     program = torch.export.export(model, (example,), dynamic_shapes=({0: batch},))
-    torch.export.save(program, path)
+    torch.export.save(program, path, extra_files=dict(metadata))
 
 
-WRITERS: dict[str, Callable[[nn.Module, torch.Tensor, str], None]] = {
+WRITERS: dict[str, Callable[[nn.Module, torch.Tensor, str, dict[str, str]], None]] = {
     "onnx": _write_onnx,
     "torchscript": _write_torchscript,
     "torch-export": _write_torch_export,
@@ -136,7 +175,7 @@ def compare_exported(path: str | Path, format: str, model: nn.Module, clips: lis
 
 def export_model(model: nn.Module, out: str | Path, *, format: str, clip_len: int | None = None,
                  input_size: int | None = None, batch: int = 2, tolerance: float = TOLERANCE,
-                 seed: int = 0) -> ExportResult:
+                 seed: int = 0, metadata: dict[str, str] | None = None) -> ExportResult:
     """Export `model` (switched in place to eval mode, fp32, CPU) and verify the written file against eager PyTorch.
 
     Args:
@@ -149,6 +188,7 @@ def export_model(model: nn.Module, out: str | Path, *, format: str, clip_len: in
             torch.export would fix a batch axis traced at size 1.
         tolerance: max abs logit difference accepted.
         seed: seed of the random clips.
+        metadata: strings stored in the file (`export_metadata(info)`: the preprocessing record, class names).
 
     Returns:
         An `ExportResult`; raises `ExportCheckError` when the difference is >= `tolerance`.
@@ -174,7 +214,7 @@ def export_model(model: nn.Module, out: str | Path, *, format: str, clip_len: in
     def write_and_check(tmp: str) -> None:
         try:
             with _quiet(), torch.no_grad():
-                WRITERS[format](model, example, tmp)
+                WRITERS[format](model, example, tmp, metadata or {})
         except Exception as e:  # exporter failures (unsupported op, guard violation) as one clear error
             first = (str(e).strip().splitlines() or [""])[0]
             raise ExportCheckError(f"{format} export failed: {type(e).__name__}: {first}") from e

@@ -15,6 +15,8 @@ model --deepcopy--> eval() --fold BN into the preceding Conv3d--> to(device, cha
   (read from a torch.fx trace of the module), and neither module is called twice. The arithmetic itself is
   PyTorch's `torch.nn.utils.fusion.fuse_conv_bn_eval`.
 - Channels-last 3D (`N, T, H, W, C` in memory) is the layout oneDNN's convolutions run fastest in on CPUs.
+- On CUDA, cuDNN autotuning (`cudnn.benchmark`) is switched on: clip shapes are fixed, so each convolution's
+  fastest algorithm is searched once. Timings that decide on compilation wait for the GPU (synchronize).
 - `torch.compile` with weight freezing lets Inductor pre-pack the convolution weights and fuse the pointwise
   tails (bias, ReLU, residual add). Compilation happens once per input shape; if it is unavailable or fails, the
   reason is recorded in `InferenceModel.report` and the model runs eagerly. It never raises because of the
@@ -45,6 +47,7 @@ from torch.nn.modules.batchnorm import _BatchNorm
 from torch.nn.modules.conv import _ConvNd
 from torch.nn.utils.fusion import fuse_conv_bn_eval
 
+from actionbert import runtime
 from actionbert.precisions import INFERENCE_PRECISIONS
 
 AUTOCAST_DTYPES = {"bf16": torch.bfloat16, "fp16": torch.float16}
@@ -304,6 +307,7 @@ class InferenceModel(nn.Module):
             t0 = time.perf_counter()
             out = self.runner(x)
             if seen == 0:
+                runtime.synchronize(x.device)  # CUDA returns before the work is done: time the work, not the launch
                 self.report.eager_shapes[shape] = time.perf_counter() - t0
             return out
         first = shape not in self.report.compiled_shapes
@@ -320,6 +324,7 @@ class InferenceModel(nn.Module):
             self._disable_compile(f"compiling for input {shape} failed: {type(err).__name__}: {err}")
             return out
         if first:
+            runtime.synchronize(x.device)
             self.report.compiled_shapes[shape] = time.perf_counter() - t0
         return out
 
@@ -363,7 +368,9 @@ def prepare_for_inference(model: nn.Module, *, precision: str = "fp32", device: 
         raise ValueError(f"compile must be True, False or 'auto', got {compile!r}")
     device = torch.device(device)
     if precision == "fp16" and device.type != "cuda":
-        raise ValueError("precision fp16 needs a CUDA device; use bf16 on the CPU")
+        raise runtime.UnsupportedSetup("precision fp16 needs a CUDA device; use bf16 (or auto) on the CPU")
+    if device.type == "cuda":
+        torch.backends.cudnn.benchmark = True  # fixed clip shapes: cuDNN's fastest algorithms, searched once
     if fold_bn:
         prepared, folded = fold_batchnorm(model)
     else:

@@ -1,102 +1,82 @@
-"""PNG figures: training curves, confusion matrices, prediction timelines (matplotlib, headless Agg backend)."""
+"""PNG files: training curves, confusion matrices, prediction timelines (figures from `report.charts`)."""
 
 from __future__ import annotations
 
+import hashlib
+import os
+import re
+from collections import Counter
 from pathlib import Path
 from typing import Sequence
 
-import matplotlib
+import numpy as np
 
-matplotlib.use("Agg")
-import matplotlib.pyplot as plt  # noqa: E402
-import numpy as np  # noqa: E402
+from actionbert.report import charts
 
 
 def plot_curves(rows: Sequence[dict], path: str | Path, *, title: str = "") -> Path:
     """Loss and top-1 per epoch for train and validation, from `metrics.csv` rows."""
-    epochs = [int(r["epoch"]) for r in rows]
-    fig, (ax_loss, ax_acc) = plt.subplots(1, 2, figsize=(10, 3.8))
-    for key, style in (("train_loss", "-"), ("val_loss", "--")):
-        ax_loss.plot(epochs, [float(r[key]) for r in rows], style, marker="o", label=key)
-    for key, style in (("train_top1", "-"), ("val_top1", "--")):
-        ax_acc.plot(epochs, [float(r[key]) for r in rows], style, marker="o", label=key)
-    ax_loss.set(xlabel="epoch", ylabel="cross-entropy", title="loss")
-    ax_acc.set(xlabel="epoch", ylabel="top-1 (%)", title="accuracy", ylim=(0, 100))
-    for ax in (ax_loss, ax_acc):
-        ax.grid(alpha=0.3)
-        ax.legend()
-    if title:
-        fig.suptitle(title)
-    fig.tight_layout()
-    return _save(fig, path)
+    return _save(charts.curves_figure(rows, title=title), path)
 
 
 def plot_confusion(matrix: np.ndarray, classes: Sequence[str], path: str | Path, *, title: str = "") -> Path:
     """Row-normalised confusion matrix (rows: true class, columns: predicted), counts in the cells."""
-    matrix = np.asarray(matrix)
-    k = len(classes)
-    norm = matrix / np.maximum(matrix.sum(1, keepdims=True), 1)
-    size = max(4.0, 0.45 * k + 2)
-    fig, ax = plt.subplots(figsize=(size, size))
-    ax.imshow(norm, cmap="Blues", vmin=0, vmax=1)
-    ax.set_xticks(range(k), classes, rotation=60, ha="right", fontsize=8)
-    ax.set_yticks(range(k), classes, fontsize=8)
-    ax.set(xlabel="predicted", ylabel="true", title=title or "confusion matrix")
-    if k <= 30:
-        for i in range(k):
-            for j in range(k):
-                if matrix[i, j]:
-                    ax.text(j, i, int(matrix[i, j]), ha="center", va="center", fontsize=7,
-                            color="white" if norm[i, j] > 0.5 else "black")
-    fig.tight_layout()
-    return _save(fig, path)
+    return _save(charts.confusion_figure(matrix, classes, title=title), path)
 
 
-def plot_timeline(segments: Sequence[dict], path: str | Path, *, title: str = "") -> Path:
-    """Sliding-window predictions as coloured bars over time (start, end in seconds; label; score)."""
-    labels = sorted({s["label"] for s in segments})
-    colours = {lab: plt.cm.tab20(i % 20) for i, lab in enumerate(labels)}
-    fig, ax = plt.subplots(figsize=(10, 1.2 + 0.3 * len(labels)))
-    for s in segments:
-        y = labels.index(s["label"])
-        ax.barh(y, s["end"] - s["start"], left=s["start"], color=colours[s["label"]], alpha=0.3 + 0.7 * s["score"])
-    ax.set_yticks(range(len(labels)), labels)
-    ax.set(xlabel="time (s)", title=title or "predicted actions")
-    ax.grid(axis="x", alpha=0.3)
-    fig.tight_layout()
-    return _save(fig, path)
+def plot_timeline(segments: Sequence[dict], path: str | Path, *, title: str = "", duration: float | None = None,
+                  unit: str = "s") -> Path:
+    """Sliding-window predictions over time: each window's probability of the video's top classes at the
+    window's centre (lines, 0-1 axis, legend) and, for BERT models, the CLS attention per window."""
+    return _save(charts.timeline_figure(segments, title=title, duration=duration, unit=unit), path)
+
+
+def timeline_names(videos: Sequence[str | os.PathLike]) -> list[str]:
+    """A distinct, readable PNG file name for each video's timeline, the same for a video whatever else is in
+    the list: its path (relative to the working folder when inside it) without the extension, separators and
+    unsafe characters replaced by "_", then "_timeline.png" (`a/demo.mp4` -> `a_demo_timeline.png`). Two
+    different files that give the same name (`a_b/demo.mp4`, `a/b_demo.mp4`; `x.mp4`, `x.avi`) get a short
+    hash of their absolute path; a very long name keeps its last 100 characters and gets the hash; the same
+    path given twice gets a `-2`, `-3`, ... suffix. Never two equal names for one list."""
+    names = [_path_name(v) for v in videos]
+    owners: dict[str, set[str]] = {}
+    for name, video in zip(names, videos):
+        owners.setdefault(name, set()).add(os.path.abspath(video))
+    names = [f"{n}-{_short_hash(v)}" if len(owners[n]) > 1 else n for n, v in zip(names, videos)]
+    seen: Counter = Counter()
+    unique = []
+    for n in names:
+        seen[n] += 1
+        unique.append(n if seen[n] == 1 else f"{n}-{seen[n]}")
+    return [f"{n}_timeline.png" for n in unique]
+
+
+def _path_name(video) -> str:
+    path = os.path.abspath(video)
+    inside = os.path.commonpath([path, os.getcwd()]) == os.getcwd()
+    shown = os.path.relpath(path) if inside else os.path.splitdrive(path)[1]
+    name = re.sub(r'[\\/:*?"<>|\x00-\x1f\s]+', "_", os.path.splitext(shown)[0]).strip("._") or "video"
+    return name if len(name) <= 100 else f"{name[-100:].lstrip('._')}-{_short_hash(video)}"
+
+
+def _short_hash(video) -> str:
+    return hashlib.sha1(os.path.abspath(video).encode("utf-8", "surrogateescape")).hexdigest()[:6]
 
 
 def plot_class_accuracy(per_class: dict[str, dict[str, Sequence[float]]], classes: Sequence[str],
                         path: str | Path, *, shaded: Sequence[str] = (), title: str = "") -> Path:
     """Per-class accuracy by head: one bar per head and class at the mean over seeds, error bars one standard
-    deviation (ddof=1), the seeds' values as dots. `per_class[head][class]` holds one value per seed; classes in
-    `shaded` get a grey background (the demo: the order-only classes)."""
-    heads = list(per_class)
-    width = 0.8 / max(1, len(heads))
-    fig, ax = plt.subplots(figsize=(max(6.0, 0.8 * len(classes) + 2), 4.2))
-    for i, name in enumerate(classes):
-        if name in shaded:
-            ax.axvspan(i - 0.5, i + 0.5, color="0.9", zorder=0)
-    for j, head in enumerate(heads):
-        x = np.arange(len(classes)) + (j - (len(heads) - 1) / 2) * width
-        values = [np.asarray(per_class[head].get(c, []), dtype=float) for c in classes]
-        means = [v.mean() if v.size else np.nan for v in values]
-        stds = [v.std(ddof=1) if v.size > 1 else 0.0 for v in values]
-        ax.bar(x, means, width, yerr=stds, capsize=3, label=head, color=plt.cm.tab10(j), alpha=0.8, zorder=2)
-        for xi, v in zip(x, values):
-            ax.plot(np.full(v.size, xi), v, "k.", markersize=3, zorder=3)
-    ax.set_xticks(range(len(classes)), classes, rotation=35, ha="right", fontsize=8)
-    ax.set(ylabel="accuracy (%)", ylim=(0, 105), title=title)
-    ax.grid(axis="y", alpha=0.3)
-    ax.legend(loc="upper left", bbox_to_anchor=(1.0, 1.0))
-    fig.tight_layout()
-    return _save(fig, path)
+    deviation (ddof=1). `per_class[head][class]` holds one value per seed; classes in `shaded` get a grey
+    background (the demo: the order-only classes)."""
+    bars = {}
+    for head, values in per_class.items():
+        runs = [np.asarray(values.get(c, []), dtype=float) for c in classes]
+        bars[head] = ([v.mean() if v.size else np.nan for v in runs], [v.std(ddof=1) if v.size > 1 else 0.0 for v in runs])
+    return _save(charts.per_class_figure(classes, bars, ylabel="accuracy (%)", shaded=shaded, title=title), path)
 
 
 def _save(fig, path: str | Path) -> Path:
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(path, dpi=100)
-    plt.close(fig)
+    path.write_bytes(charts.png(fig))
     return path

@@ -364,6 +364,7 @@ def bench_loader(repeats: int, videos_per_class: int) -> dict:
     from actionbert.data import (VideoClipDataset, collate_clips, load_split, make_synthetic_dataset,
                                  prepare_dataset, train_transform)
     from actionbert.demo import DemoConfig
+    from actionbert.preprocessing import Resize
 
     demo = DemoConfig()
     workers, precision, channels_last = demo.workers, TrainConfig().precision, TrainConfig().channels_last
@@ -373,7 +374,7 @@ def bench_loader(repeats: int, videos_per_class: int) -> dict:
         raw = make_synthetic_dataset(Path(tmp) / "videos", videos_per_class=videos_per_class,
                                      num_frames=demo.num_frames, clip_len=demo.clip_len, seed=0)
         prepare_dataset(raw, Path(tmp) / "prepared", val_fraction=0.25, seed=0, cache=True,
-                        cache_short_side=min(demo.resize))
+                        cache_resize=Resize(*demo.resize))
         samples, classes = load_split(Path(tmp) / "prepared", "train")
         if not all(s.cache for s in samples):
             raise RuntimeError("prepare_dataset(cache=True) left videos without a cache file")

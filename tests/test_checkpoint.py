@@ -48,8 +48,10 @@ def test_save_pretrained_from_pretrained_round_trip(name, tmp_path):
     assert sorted(p.name for p in folder.iterdir()) == ["config.json", "model.safetensors"]
     config = json.loads((folder / "config.json").read_text())
     assert config["model"]["backbone"] == MODELS[name]["backbone"] and config["classes"] == CLASSES
-    assert (config["clip_len"], config["frame_stride"], config["input_size"], config["resize"], config["norm"]) == (
+    record = config["preprocessing"]
+    assert (config["clip_len"], record["frame_stride"], config["input_size"], record["resize"], record["norm"]) == (
         16, 2, 32, [128, 171], "hara")
+    assert (record["crop_size"], record["clip_len"], record["mean"]) == (32, 16, [114.7748, 107.7354, 99.4750])
 
     loaded, got = actionbert.from_pretrained(folder)  # nothing but the folder
     assert got == info and not loaded.training
@@ -143,7 +145,7 @@ def test_checkpoint_that_would_run_code_is_refused(kind, tmp_path):
 def test_model_folder_cannot_smuggle_a_pickle(tmp_path):
     marker = tmp_path / "payload_ran"
     folder = save_pretrained(_model(**MODELS["r2plus1d+bert"]), tmp_path / "m",
-                             info=inference_config(_model(**MODELS["r2plus1d+bert"]), classes=CLASSES, norm="x"))
+                             info=inference_config(_model(**MODELS["r2plus1d+bert"]), classes=CLASSES))
     _malicious(folder / "model.safetensors", marker, "zip")  # a torch.save pickle under the safetensors name
     with pytest.raises(CheckpointError, match="not a readable safetensors file"):
         from_pretrained(folder)

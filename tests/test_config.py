@@ -18,10 +18,10 @@ CONFIGS = pathlib.Path(__file__).resolve().parents[1] / "configs"
 def test_yaml_and_overrides(tmp_path):
     path = tmp_path / "c.yaml"
     path.write_text("model: {backbone: r2plus1d_tiny, head: bert}\ntrain: {epochs: 3}\n")
-    cfg = load_config(path, ["train.lr=0.01", "data.resize=[64,80]", "model.head_options.mask_prob=0.3",
+    cfg = load_config(path, ["train.lr=0.01", "data.resize=[128,160]", "model.head_options.mask_prob=0.3",
                              "train.channels_last=false"])
     assert cfg.model.clip_len == 32  # the backbone's clip length when not given
-    assert cfg.train.epochs == 3 and cfg.train.lr == 0.01 and cfg.data.resize == (64, 80)
+    assert cfg.train.epochs == 3 and cfg.train.lr == 0.01 and cfg.data.resize == (128, 160)
     assert cfg.model.head_options == {"mask_prob": 0.3} and cfg.train.channels_last is False
     assert cfg.train.weight_decay == 1e-3 and cfg.train.plateau_patience == 5 and cfg.model.dropout == 0.8
     resolved = resolve(cfg, num_classes=13)

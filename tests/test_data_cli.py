@@ -17,8 +17,9 @@ def test_prepare_command(tmp_path, video_tools, capsys):
 
 
 def test_prepare_without_usable_videos_fails(tmp_path, capsys):
-    (tmp_path / "data" / "a").mkdir(parents=True)
-    (tmp_path / "data" / "a" / "x.mp4").write_text("nope")
+    for cls in ("a", "b"):
+        (tmp_path / "data" / cls).mkdir(parents=True)
+        (tmp_path / "data" / cls / "x.mp4").write_text("nope")
     assert main(["prepare", str(tmp_path / "data"), "--out", str(tmp_path / "p"), "--quiet"]) == 1
     assert "no usable training video" in capsys.readouterr().err
 

@@ -7,6 +7,7 @@ from torch.utils.data import DataLoader, DistributedSampler
 from actionbert.data.dataset import Sample, VideoClipDataset, collate_clips, load_split
 from actionbert.data.prepare import prepare_dataset
 from actionbert.data.transforms import eval_transform, ten_crop_transform, train_transform
+from actionbert.preprocessing import Preprocessing, Resize
 
 SMALL = dict(resize=(48, 64), crop_size=32)
 
@@ -18,7 +19,7 @@ def data_prepared(tmp_path_factory, video_tools):
     for cls, n in (("short", 40), ("long", 70)):
         for k in range(3):
             video_tools.write_coded(d / "data" / cls / f"{k}.mp4", n, gop=10)
-    prepare_dataset(d / "data", d / "cached", cache=True, val_fraction=0.34)
+    prepare_dataset(d / "data", d / "cached", cache=True, val_fraction=0.34, cache_resize=Resize(*SMALL["resize"]))
     prepare_dataset(d / "data", d / "plain", val_fraction=0.34)
     return d
 
@@ -33,7 +34,8 @@ def code_of(video: torch.Tensor, video_tools, t: int) -> int:
 def test_train_items_are_random_clips_of_consecutive_frames(data_prepared, video_tools):
     samples, classes = load_split(data_prepared / "plain", "train")
     full = eval_transform(resize=(48, 48), crop_size=48, norm="hara")  # keeps the code band visible
-    ds = VideoClipDataset(samples, clip_len=16, mode="train", transform=_CentreAsTrain(full), seed=3)
+    record = Preprocessing(resize=Resize(48, 48), crop_size=48, norm="hara", clip_len=16)
+    ds = VideoClipDataset(samples, preprocessing=record, mode="train", transform=_CentreAsTrain(full), seed=3)
     assert len(ds) == len(samples) == 4
     item = ds[0]
     assert set(item) == {"video", "label", "video_id", "clip_index", "num_clips"}
@@ -73,7 +75,7 @@ def test_cache_and_decoding_give_the_same_clip(data_prepared):
     a = VideoClipDataset(cached, clip_len=16, mode="train", transform=t, seed=0)
     b = VideoClipDataset(plain, clip_len=16, mode="train", transform=t, seed=0)
     for i in range(len(a)):
-        assert torch.equal(a[i]["video"], b[i]["video"])  # cache holds frames at their own 64 x 48 size
+        assert torch.equal(a[i]["video"], b[i]["video"])  # the cache holds frames at the record's 48 x 64
     c = VideoClipDataset(plain, clip_len=16, mode="train", transform=t, seed=0,
                          cache_dir=data_prepared / "cached" / "cache")
     assert torch.equal(c[1]["video"], a[1]["video"])
@@ -135,7 +137,6 @@ class _CentreAsTrain:
 
     def __init__(self, inner):
         self.inner = inner
-        self.resized_size = inner.resized_size
 
     def __call__(self, frames, rng=None):
         return self.inner(frames, rng)

@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 import torch
 
-from actionbert.data import decode
+from actionbert.data import decode, seekindex
 from actionbert.data.decode import VideoDecodeError, frame_table, iter_frames, probe, read_frames
 
 
@@ -36,7 +36,7 @@ def test_resize_in_the_same_step(video_files, video_tools):
 
 def test_seek_lands_on_the_right_frames_with_b_frames(video_files, video_tools):
     path = video_files["h264_gop"]  # keyframe every 10 frames, B-frames
-    table = decode._trusted_table(path, 47, 60)
+    table = seekindex.DEFAULT_INDEX.table(path, 47, 60)
     assert table is not None and table.key_ranks == [0, 10, 20, 30, 40, 50]  # a read of 47.. seeks to 40
     clip = read_frames(path, range(47, 55), num_frames=60)
     assert codes(clip, video_tools) == list(range(47, 55))
@@ -50,9 +50,10 @@ def test_seek_lands_on_the_right_frames_with_b_frames(video_files, video_tools):
 def test_no_timestamp_indexing_without_a_trusted_count_or_for_avi(video_files, tmp_path, video_tools):
     copy = tmp_path / "unprobed.mp4"
     copy.write_bytes(video_files["h264_gop"].read_bytes())
-    assert decode._trusted_table(copy, 47, None) is None  # never probed in this process, no count given
-    assert decode._trusted_table(copy, 47, 59) is None  # a count that disagrees with the packets
-    assert decode._trusted_table(video_files["mpeg4_avi"], 20, 30) is None  # AVI timestamps are not trusted
+    decode.probe(copy)
+    assert seekindex.DEFAULT_INDEX.table(copy, 47, None) is None  # no count given: not trusted, even after a probe
+    assert seekindex.DEFAULT_INDEX.table(copy, 47, 59) is None  # a count that disagrees with the packets
+    assert seekindex.DEFAULT_INDEX.table(video_files["mpeg4_avi"], 20, 30) is None  # AVI timestamps are not trusted
     assert codes(read_frames(video_files["mpeg4_avi"], range(20, 30), num_frames=30), video_tools) == \
         list(range(20, 30))
 

@@ -5,13 +5,15 @@ import json
 
 import numpy as np
 import pytest
+import torch
 
 from actionbert.cli import main
-from actionbert.data.cache import cache_file, read_cached
+from actionbert.data.cache import cache_file, read_cached, source_file
 from actionbert.data.clips import cut_clips
 from actionbert.data.dataset import load_split
 from actionbert.data.decode import iter_frames, probe, short_side_size
 from actionbert.data.prepare import detect_layout, prepare_dataset, read_problems, stratified_split
+from actionbert.preprocessing import Resize
 
 
 def read_csv(path) -> list[dict]:
@@ -190,8 +192,8 @@ def test_ucf101_layout(tmp_path, video_tools):
     assert {(r["video_id"], r["label"]) for r in val} == {("ApplyEyeMakeup/v_ApplyEyeMakeup_g01_c01.avi", "0"),
                                                          ("Archery/v_Archery_g01_c01.avi", "1")}
     assert [p.kind for p in report.problems] == ["unknown_class"]  # class index 9
-    samples, _ = load_split(tmp_path / "p", "test")  # no test.csv: the official test list (val.csv)
-    assert len(samples) == 2
+    with pytest.raises(FileNotFoundError, match="no test split"):  # the official test list is val.csv
+        load_split(tmp_path / "p", "test")
 
 
 def test_hmdb51_layout(tmp_path, video_tools):
@@ -255,7 +257,8 @@ def test_cache_and_frame_export(tmp_path, video_tools):
         for k in range(2):
             video_tools.write_coded(data / cls / f"{k}.mp4", 10, size=(160, 192))
     out = tmp_path / "p"
-    report = prepare_dataset(data, out, cache=True, frames=True, cache_short_side=64, workers=2)
+    report = prepare_dataset(data, out, cache=True, frames=True, cache_short_side=64, cache_resize=Resize.parse(64),
+                             workers=2)
     assert report.cache_bytes == 4 * (10 * 64 * 77 * 3 + 128)  # frames at short side 64 plus the .npy header
     samples, _ = load_split(out, "train")
     s = samples[0]
@@ -286,14 +289,15 @@ def test_cache_is_written_in_the_probing_pass_for_every_usable_video(data_messy,
     original_open = decode._open
     monkeypatch.setattr(decode, "_open", lambda *a, **k: opens.append(str(a[0])) or original_open(*a, **k))
     out = tmp_path / "cached"
-    report = prepare_dataset(data_messy, out, val_fraction=0.25, seed=0, cache=True, cache_short_side=32)
+    report = prepare_dataset(data_messy, out, val_fraction=0.25, seed=0, cache=True, cache_resize=Resize.parse(32))
     assert len(opens) == len(set(opens))  # no file opened twice: one decoding pass per video
     assert report.counts == plain.counts and report.skipped == plain.skipped
     assert read_problems(out / "problems.csv") == read_problems(tmp_path / "plain" / "problems.csv")
     rows = read_csv(out / "train.csv") + read_csv(out / "val.csv")
     assert rows == read_csv(tmp_path / "plain" / "train.csv") + read_csv(tmp_path / "plain" / "val.csv")
     files = sorted((out / "cache").iterdir())
-    assert files == sorted(cache_file(out / "cache", r["video_id"]) for r in rows)  # none for skipped videos
+    expected = [cache_file(out / "cache", r["video_id"]) for r in rows]  # none for skipped videos
+    assert files == sorted(expected + [source_file(f) for f in expected])  # each with its source record
     total = 0
     for r in rows:
         frames = np.load(cache_file(out / "cache", r["video_id"]), mmap_mode="r")
@@ -327,7 +331,7 @@ def test_cache_video_is_probe_and_cache_in_one_pass(tmp_path, video_tools):
     from actionbert.data.decode import VideoDecodeError
 
     cut = video_tools.write_truncated_mp4(tmp_path / "cut.mp4", 30)
-    info, size = cache_video(cut, tmp_path / "c" / "cut.npy", short_side=24)
+    info, size = cache_video(cut, tmp_path / "c" / "cut.npy", resize=24)
     assert info == probe(cut) and "decoder error" in info.decode_error  # the frames before the error are kept
     frames = np.load(tmp_path / "c" / "cut.npy")
     expected = np.stack([f.numpy() for f in iter_frames(cut, size=short_side_size(48, 64, 24),
@@ -335,20 +339,25 @@ def test_cache_video_is_probe_and_cache_in_one_pass(tmp_path, video_tools):
     assert np.array_equal(frames, expected) and size == (tmp_path / "c" / "cut.npy").stat().st_size
     with pytest.raises(VideoDecodeError, match="file not found"):
         cache_video(tmp_path / "missing.mp4", tmp_path / "c" / "missing.npy")
-    assert sorted(p.name for p in (tmp_path / "c").iterdir()) == ["cut.npy"]  # nothing half-written left
+    assert sorted(p.name for p in (tmp_path / "c").iterdir()) == ["cut.npy", "cut.source.json"]  # nothing half-
+    # written left
     for shape in [(10, 64, 77, 3), (123456, 128, 171, 3)]:
         buffer = io.BytesIO()
         np.lib.format.write_array_header_1_0(buffer, {"descr": "|u1", "fortran_order": False, "shape": shape})
         assert _npy_header(shape) == buffer.getvalue()  # NumPy's own header, byte for byte
 
 
-def test_small_videos_are_not_upscaled_in_the_cache(tmp_path, video_tools):
+def test_the_cache_holds_exactly_the_record_size_even_for_small_videos(tmp_path, video_tools):
+    from actionbert.data.decode import read_frames
+
     data = tmp_path / "data"
     for cls in ("a", "b"):
         video_tools.write_coded(data / cls / "0.mp4", 5)
-    prepare_dataset(data, tmp_path / "p", cache=True, val_fraction=0.0)
+    prepare_dataset(data, tmp_path / "p", cache=True, val_fraction=0.0)  # the default record: 128 x 170
     samples, _ = load_split(tmp_path / "p", "train")
-    assert read_cached(samples[0].cache, [0]).shape == (1, 48, 64, 3)
+    cached = read_cached(samples[0].cache, [0, 4])
+    assert cached.shape == (2, 128, 170, 3)  # what the transform needs: no second resampling later
+    assert torch.equal(cached, read_frames(samples[0].path, [0, 4], size=Resize()))
 
 
 def test_progress_callback_and_detect_layout(tmp_path, video_tools, data_messy):

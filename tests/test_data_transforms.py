@@ -124,7 +124,7 @@ def test_resize_and_keep_aspect():
     frames = torch.randint(0, 256, (3, 48, 96, 3), dtype=torch.uint8)
     assert eval_transform(resize=(72, 96), crop_size=64)(frames).shape == (3, 3, 64, 64)
     keep = eval_transform(resize=64, crop_size=64)
-    assert keep.resized_size(48, 96) == (64, 128) and keep.resized_size(96, 48) == (128, 64)
+    assert keep.resize(48, 96) == (64, 128) and keep.resize(96, 48) == (128, 64)
     assert keep(frames).shape == (3, 3, 64, 64)
 
 

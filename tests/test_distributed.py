@@ -30,6 +30,7 @@ import torch
 
 from actionbert.checkpoint import load_checkpoint
 from actionbert.data import make_synthetic_dataset, prepare_dataset
+from actionbert.preprocessing import Resize
 
 DRIVER = Path(__file__).with_name("ddp_driver.py")
 REL_TOL = 1e-9  # of a tensor's largest gradient; the float64 derivation is in the module docstring
@@ -40,7 +41,7 @@ def _config(path: Path, prepared: Path, out: Path, batch: int, epochs: int) -> P
     path.write_text(f"""
 model: {{backbone: r2plus1d_tiny, head: bert, clip_len: 16, input_size: 32}}
 data: {{root: {prepared}, resize: [36, 48], num_workers: 0}}
-train: {{out: {out}, epochs: {epochs}, batch_size: {batch}, lr: 1.0e-3, seed: 3, precision: fp64,
+train: {{out: {out}, epochs: {epochs}, batch_size: {batch}, lr: 1.0e-3, seed: 3, precision: fp64, device: cpu,
          deterministic_layers: true, freeze_bn: true}}
 """)
     return path
@@ -81,7 +82,7 @@ def runs(tmp_path_factory) -> Path:
     root = tmp_path_factory.mktemp("ddp")
     raw = make_synthetic_dataset(root / "videos", num_classes=2, videos_per_class=6, num_frames=20,
                                  size=(48, 64), clip_len=16, seed=2)
-    prepare_dataset(raw, root / "prepared", val_fraction=1 / 3, seed=0, cache=True, cache_short_side=36)
+    prepare_dataset(raw, root / "prepared", val_fraction=1 / 3, seed=0, cache=True, cache_resize=Resize(36, 48))
     # 8 training clips: 2 steps per epoch of global batch 4 (2 processes x 2, or 1 process x 4)
     _train(root, "single", procs=1, epochs=2)
     return root

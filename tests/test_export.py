@@ -116,7 +116,7 @@ def test_cli_export_from_folder_and_training_checkpoint(tmp_path, capsys, monkey
     real = ex.RUNNERS["torchscript"]
     monkeypatch.setattr(ex, "RUNNERS", {**ex.RUNNERS, "torchscript": lambda p: lambda c: real(p)(c) + 1.0})
     assert main(["export", str(tmp_path / "best.pt"), "--format", "torchscript", "--out",
-                 str(tmp_path / "m.ts")]) == 1
+                 str(tmp_path / "m.ts")]) == 2
     err = capsys.readouterr().err
     assert "error: torchscript export does not match eager PyTorch" in err and "was not written" in err
     assert not (tmp_path / "m.ts").exists()

@@ -719,7 +719,7 @@ def test_cli_convert_reference_checkpoint_to_model_folder(tmp_path, capsys):
     assert code == 0 and f"loaded {len(state)} tensors, skipped 0, missing 0" in printed
     model, info = from_pretrained(out)  # head, reduction, class count and clip length came from the checkpoint
     assert (info["model"]["head"], info["model"]["reduction"], info["clip_len"]) == ("bert", "frab", 32)
-    assert info["classes"] == ["run", "jump", "wave"] and info["norm"] == "hara"
+    assert info["classes"] == ["run", "jump", "wave"] and info["preprocessing"]["norm"] == "hara"
     clip = torch.randn(1, 3, kw["clip_len"], size, size)
     with torch.no_grad():
         assert rel_err(model(clip), reference_logits(state, clip)) < 1e-4
@@ -729,7 +729,7 @@ def test_cli_convert_backbone_source_needs_architecture_and_reports_skips(tmp_pa
     path = tmp_path / "r2plus1d_tiny_kinetics.pth"
     torch.save(materialize(videoresnet_layout(**TINY_R2P1D, classes=400)), path)
     out = tmp_path / "folder"
-    assert main(["convert", str(path), "--source", "torchvision", "--out", str(out)]) == 1
+    assert main(["convert", str(path), "--source", "torchvision", "--out", str(out)]) == 2
     assert "--backbone" in capsys.readouterr().err and not out.exists()
     code = main(["convert", str(path), "--source", "torchvision", "--out", str(out), "--backbone", "r2plus1d_tiny",
                  "--head", "bert", "--num-classes", "5", "--clip-len", "16"])
@@ -737,7 +737,7 @@ def test_cli_convert_backbone_source_needs_architecture_and_reports_skips(tmp_pa
     assert code == 0 and "skipped fc.weight, fc.bias: not part of the backbone" in printed
     assert "missing head.* (18 tensors)" in printed
     model, info = from_pretrained(out)
-    assert model.num_classes == 5 and info["classes"][4] == "class_4" and info["norm"] == "torchvision"
+    assert model.num_classes == 5 and info["classes"][4] == "class_4" and info["preprocessing"]["norm"] == "torchvision"
 
 
 def test_cli_convert_training_checkpoint_keeps_its_config(tmp_path, capsys):

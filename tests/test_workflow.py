@@ -11,13 +11,14 @@ from pathlib import Path
 import pytest
 import torch
 
-from actionbert.ablate import parse_grid, run_ablation
+from actionbert.ablate import AblationRow, parse_grid, run_ablation
 from actionbert.checkpoint import load_checkpoint, load_model
 from actionbert.config import DataConfig, ModelConfig, RunConfig, TrainConfig
 from actionbert.data import make_synthetic_dataset, prepare_dataset
 from actionbert.data.synthetic import write_video
 from actionbert.evaluate import Views, evaluate, select_windows
 from actionbert.predict import Predictor
+from actionbert.preprocessing import Resize
 from actionbert.train import TrainHooks, train
 
 NUM_CLASSES = 4
@@ -28,7 +29,7 @@ def prepared(tmp_path_factory) -> Path:
     root = tmp_path_factory.mktemp("wf")
     raw = make_synthetic_dataset(root / "videos", num_classes=NUM_CLASSES, videos_per_class=4, num_frames=20,
                                  size=(48, 64), clip_len=16, seed=1)
-    prepare_dataset(raw, root / "prepared", val_fraction=0.25, seed=0, cache=True, cache_short_side=36)
+    prepare_dataset(raw, root / "prepared", val_fraction=0.25, seed=0, cache=True, cache_resize=Resize(36, 48))
     return root / "prepared"
 
 
@@ -133,7 +134,7 @@ def test_evaluate_report(prepared, trained, tmp_path):
     tc = report["temporal_check"]
     assert tc["order_dependence"] == pytest.approx(tc["original"]["top1"] - tc["shuffled"]["top1"])
     assert sorted(tc["shuffle_permutation"]) == list(range(16))
-    for name in ("report.json", "confusion.csv", "confusion.png", "predictions.csv"):
+    for name in ("report.json", "confusion.csv", "confusion.png", "predictions.csv", "report.html"):
         assert (tmp_path / "eval" / name).is_file()
     one = evaluate(trained, data=prepared, split="val", views="1x1")
     assert one["views"]["mean_views_per_video"] == 1
@@ -151,14 +152,12 @@ def test_no_mirrored_views_for_a_model_trained_without_flips(prepared, tmp_path)
 
 def test_evaluate_mean_of_raw_logits_matches_manual(prepared, trained):
     """Video logits are the mean of raw logits over the 10 crops, checked against a direct computation."""
-    from actionbert.config import transform_resize
-    from actionbert.data import VideoClipDataset, load_split, ten_crop_transform
+    from actionbert.data import VideoClipDataset, load_split
+    from actionbert.preprocessing import Preprocessing
 
     model, info = load_model(trained)
     samples, classes = load_split(prepared, "val")
-    ds = VideoClipDataset(samples, clip_len=16, mode="test",
-                          transform=ten_crop_transform(resize=transform_resize(info["resize"], False),
-                                                       crop_size=32, norm=info["norm"]))
+    ds = VideoClipDataset(samples, preprocessing=Preprocessing.from_info(info), mode="test")
     with torch.no_grad():
         preds = [classes[int(model(ds[i]["video"]).mean(0).argmax())] for i in range(len(ds))]
     report = evaluate(trained, data=prepared, split="val")
@@ -217,21 +216,41 @@ def test_predict_uses_checkpoint_settings(trained, tmp_path):
     model, info = load_model(trained)
     p = Predictor(model, info)
     assert (p.clip_len, p.span, p.hop) == (16, 16, 16)
-    assert p.transform.crop_size == 32 and p.transform.resize == (36, 48) and p.transform.norm == "torchvision"
+    assert p.transform.crop_size == 32 and p.transform.resize == Resize(36, 48) and p.transform.norm == "torchvision"
 
 
 def test_ablation_table(prepared, tmp_path):
     base = tiny_config(prepared, tmp_path / "abl", epochs=1)
     grid = parse_grid(["head=tgap,bert"])
     assert grid == {"model.head": ["tgap", "bert"]}
-    rows = run_ablation(base, grid, seeds=2, out=tmp_path / "abl", train_fn=train)
+
+    def eval_fn(run_dir, cfg):
+        r = evaluate(run_dir / "best.pt", data=prepared, split="val", views="1x1")
+        return {"top1": r["video"]["top1"], "predictions": r["predictions"]}
+
+    rows = run_ablation(base, grid, seeds=2, out=tmp_path / "abl", train_fn=train, eval_fn=eval_fn)
     assert [r.values["model.head"] for r in rows] == ["tgap", "bert"]
     assert all(len(r.top1) == 2 and r.gflops > 0 for r in rows)
     assert rows[1].params - rows[0].params > 0  # BERT adds parameters
     table = (tmp_path / "abl" / "ablation.md").read_text()
     assert "| head | top1_mean | top1_std |" in table
     runs = list(csv.DictReader(open(tmp_path / "abl" / "runs.csv")))
-    assert len(runs) == 4 and {r["seed"] for r in runs} == {"0", "1"}
+    assert len(runs) == 4 and {r["seed"] for r in runs} == {"0", "1"} and "predictions" not in runs[0]
+    # the paired comparison of the heads on the same validation videos and seeds
+    written = json.loads((tmp_path / "abl" / "ablation.json").read_text())
+    top1, mca = written["comparisons"]
+    assert (top1["factor"], top1["a"], top1["b"], top1["metric"], mca["metric"]) == (
+        "model.head", "tgap", "bert", "top1", "mean_class_accuracy")
+    assert (top1["videos"], top1["seeds"]) == (NUM_CLASSES, 2)  # one validation video per class
+    mean = {r.values["model.head"]: sum(r.top1) / len(r.top1) for r in rows}
+    assert top1["diff"] == pytest.approx(mean["bert"] - mean["tgap"], abs=1e-3)
+    assert top1["ci95"][0] <= top1["diff"] <= top1["ci95"][1]
+    assert "## Paired comparisons" in table and f"- {top1['verdict']}" in table
+    from html_checks import check_self_contained, read_page
+
+    page = read_page(tmp_path / "abl" / "report.html")
+    check_self_contained(page)
+    assert [r[0] for r in page.tables["ablation"]] == ["tgap", "bert"] and page.images
 
 
 def test_fine_tune_from_pretrained_folder_with_other_classes(prepared, tmp_path):
@@ -265,7 +284,7 @@ def test_cli_walks_the_whole_workflow(tmp_path, capsys):
                      "--length", "0.96"]) == 0  # 24-frame windows at 25 fps
     assert len(list((tmp_path / "clips").rglob("*.mp4"))) == 8
     assert main(["prepare", str(tmp_path / "clips"), "--out", str(tmp_path / "prep"), "--val-fraction", "0.5",
-                 "--cache"]) == 0
+                 "--cache", "--resize", "36x48"]) == 0
     cfg = tmp_path / "cfg.yaml"
     cfg.write_text(f"""
 model: {{backbone: r2plus1d_tiny, head: bert, clip_len: 16, input_size: 32}}
@@ -288,6 +307,9 @@ train: {{out: {tmp_path / 'run'}, epochs: 1, batch_size: 2, lr: 1.0e-3}}
     assert main(["ablate", str(cfg), "--grid", "head=tgap,bert", "--seeds", "1", "--views", "1x1",
                  "--out", str(tmp_path / "abl"), "--quiet"]) == 0
     assert "| tgap |" in (tmp_path / "abl" / "ablation.md").read_text()
+    compared = json.loads((tmp_path / "abl" / "ablation.json").read_text())["comparisons"]
+    assert [(c["a"], c["b"], c["videos"], c["seeds"]) for c in compared] == [("tgap", "bert", 4, 1)] * 2
+    assert compared[0]["verdict"] in capsys.readouterr().out  # the verdicts are printed too
 
 
 def test_predict_keeps_the_frames_before_a_decoder_error(trained, tmp_path, video_tools):
@@ -308,7 +330,10 @@ def test_early_stopping_ends_the_run(prepared, tmp_path):
 def test_fast_inference_path_matches_the_eager_model(prepared, trained, tmp_path):
     fast = evaluate(trained, data=prepared, split="val", views="1x1")
     eager = evaluate(trained, data=prepared, split="val", views="1x1", fast=False)
-    assert fast["predictions"] == eager["predictions"]
+    pick = [{k: p[k] for k in ("video_id", "label", "predicted")} for p in fast["predictions"]]
+    assert pick == [{k: p[k] for k in ("video_id", "label", "predicted")} for p in eager["predictions"]]
+    for p, q in zip(fast["predictions"], eager["predictions"], strict=True):
+        assert p["probabilities"] == pytest.approx(q["probabilities"], abs=1e-4)
     model, info = load_model(trained)
     video = _long_video(tmp_path / "v.mp4", 40)
     a = Predictor(model, info).predict(video)
@@ -341,4 +366,48 @@ def test_a_tiny_demo_runs_end_to_end_and_can_run_again(tmp_path):
     assert all(list(summary[g]) == ["tgap", "bert"] and summary[g]["bert"]["std"] is None
                for g in ("order_only", "control", "all"))
     assert (tmp_path / "demo" / "per_class.png").is_file()
+    written = json.loads((tmp_path / "demo" / "ablation.json").read_text())
+    top1 = written["comparisons"][0]
+    mean = {row["head"]: row["top1_mean"] for row in written["table"]}
+    assert (top1["a"], top1["b"], top1["metric"]) == ("tgap", "bert", "top1")
+    assert top1["diff"] == pytest.approx(mean["bert"] - mean["tgap"], abs=0.02)  # the verdict is about these
+    assert "## Paired comparison of the heads" in text and top1["verdict"] in text
+    assert list(written["class_groups"]) == ["order-only classes", "control classes"]
+    assert written["class_groups"]["order-only classes"]["comparisons"][0]["videos"] == top1["videos"] / 2
+    _check_demo_page(report)
     assert run_demo(demo).is_file()  # a second run replaces the folder it made
+
+
+def test_demo_class_groups_and_their_comparisons():
+    from actionbert.data.synthetic import class_groups
+    from actionbert.demo import group_comparisons
+
+    classes = ["red_then_blue", "blue_then_red", "slide_left", "ring"]
+    assert class_groups(classes) == {"order_only": classes[:2], "control": classes[2:], "all": classes}
+    ids = [f"v{i}" for i in range(8)]
+    labels = [classes[i % 4] for i in range(8)]  # v0 red_then_blue, v1 blue_then_red, v2 slide_left, v3 ring, ...
+    tgap = [{"video_id": v, "label": y, "predicted": y if i % 4 >= 2 else "ring"} for i, (v, y) in
+            enumerate(zip(ids, labels))]  # right on the control classes only
+    bert = [{"video_id": v, "label": y, "predicted": y} for v, y in zip(ids, labels)]  # right everywhere
+    rows = [AblationRow({"model.head": "tgap"}, predictions=[tgap]), AblationRow({"model.head": "bert"},
+                                                                                 predictions=[bert])]
+    groups = group_comparisons(rows, classes)
+    diffs = {name: g["comparisons"][0]["diff"] for name, g in groups.items()}
+    assert diffs == {"all classes": 50.0, "order-only classes": 100.0, "control classes": 0.0}
+    assert groups["order-only classes"]["comparisons"][0]["videos"] == 4
+
+
+def _check_demo_page(report: Path) -> None:
+    """report.html beside REPORT.md: self-contained, small, with the numbers of ablation.json; every run's
+    eval/report.html self-contained too."""
+    from html_checks import check_self_contained, read_page
+
+    html = report.with_name("report.html")
+    page = read_page(html)
+    check_self_contained(page)
+    table = json.loads((report.parent / "ablation.json").read_text())["table"]
+    assert [r[0] for r in page.tables["ablation"]] == [r["head"] for r in table] == ["tgap", "bert"]
+    assert [r[1] for r in page.tables["ablation"]] == [f"{r['top1_mean']} \u00b1 {r['top1_std']}" for r in table]
+    assert len(page.tables["per-class"]) == 4 and html.stat().st_size < 600_000
+    for run in (report.parent / "ablation").glob("*/seed*/eval"):
+        check_self_contained(read_page(run / "report.html"))

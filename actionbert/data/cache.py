@@ -1,21 +1,34 @@
 """Decoded-frame cache (`prepare --cache`) and reference-style JPEG frame folders (`prepare --frames`).
 
-The cache stores every frame of a video once, decoded and resized to training resolution (short side 128 px,
-aspect ratio kept, uint8 RGB), as one `.npy` file per video of shape (T, H, W, 3). NumPy's `.npy` format is a
+The cache stores every frame of a video once, decoded and resized exactly as the preprocessing record asks
+(`preprocessing.Resize`: the paper's 128 x 170, uint8 RGB, resized in the decoder's one swscale call, the same
+call `read_frames` and `VideoStream` make), as one `.npy` file per video of shape (T, H, W, 3). So a clip read
+from the cache is bit-identical to the same clip decoded from the video, and a frame is resampled once. NumPy's `.npy` format is a
 small header followed by the raw array, so a file is memory-mapped and a 32-frame clip is a copy of 32
 contiguous frames: no decoding, no JPEG, no per-frame file opens. That is what makes it more than 10x faster
-than JPEG frame folders (see benchmarks/data.py). The price is disk space: a 128 x 171 frame takes 64 KiB,
-about 10x a JPEG of the same size (UCF101 at this size is ~160 GB); `prepare` reports the total.
+than JPEG frame folders (see benchmarks/data.py). The price is disk space: a 128 x 170 frame takes 63.75 KiB
+(65,280 bytes; before the record, frames kept their aspect at short side 128: 64.1 KiB for 4:3, 85.5 KiB for
+16:9), about 10x a JPEG of the same size (UCF101 at this size is ~160 GB); `prepare` reports the total.
 
 Files are named from the video id (readable part plus a hash, ASCII only) and written atomically (a temporary
 name, then a rename), so an interrupted `prepare` never leaves a half-written file that looks complete. One
 decoding pass both writes a video's cache and measures the video (`cache_video` returns `probe`'s answer), so
 `prepare --cache` decodes each video once.
+
+Staleness: beside each `<name>.npy`, `<name>.source.json` records the identity of the video it was decoded
+from (`source_identity`: size and mtime_ns, and a SHA-1 of its first and last 64 KiB; for a frame folder, of
+its file names and sizes). `cache_status` compares it with the video as it is now: same size and mtime, or same
+size and sampled content (a copy that did not keep times), is current; anything else (changed, replaced,
+vanished, no record) is stale. The record also holds the resize rule the frames were made with: asked with
+another rule (`cache_status(..., resize=...)`), the cache is "made for another preprocessing" and is not read
+either (a cache from before the rule was recorded counts as made for another). A stale cache is never read: `dataset.load_split` (and `VideoClipDataset` given a
+`cache_dir`) decode the video instead and warn once per video (`StaleCacheWarning`, naming the video and why).
 """
 
 from __future__ import annotations
 
 import hashlib
+import json
 import os
 import re
 import struct
@@ -26,12 +39,15 @@ import numpy as np
 import torch
 
 from actionbert.data.decode import VideoDecodeError, VideoInfo, VideoStream, iter_frames, probe, short_side_size
+from actionbert.preprocessing import Preprocessing, Resize
 
 #: Folder names inside a prepared dataset directory.
 CACHE_DIRNAME = "cache"
 FRAMES_DIRNAME = "frames"
-#: Short side of cached frames and exported JPEG frames, in pixels (METHOD.md §7 trains at 128 px height).
+#: Short side of exported JPEG frames (`prepare --frames`), in pixels (METHOD.md §7 trains at 128 px height).
 CACHE_SHORT_SIDE = 128
+#: The resize rule of cached frames unless `prepare` is told otherwise: the default record's.
+DEFAULT_CACHE_RESIZE = Preprocessing().resize
 
 
 def cache_file(cache_dir: str | os.PathLike, video_id: str) -> Path:
@@ -41,9 +57,91 @@ def cache_file(cache_dir: str | os.PathLike, video_id: str) -> Path:
     return Path(cache_dir) / f"{readable}-{digest}.npy"
 
 
+class StaleCacheWarning(UserWarning):
+    """A cache file is not used because its video changed, vanished, or is not recorded (see the docstring)."""
+
+
+#: Bytes read from each end of a video file for its identity.
+_SAMPLE_BYTES = 64 * 1024
+
+
+def source_file(cache: str | os.PathLike) -> Path:
+    """The identity record beside a cache file: `<name>.source.json`."""
+    cache = Path(cache)
+    return cache.with_name(cache.stem + ".source.json")
+
+
+def source_identity(video: str | os.PathLike, *, sample: bool = True) -> dict:
+    """{"size", "mtime_ns", "sample"} of a video file or frame folder (see the module docstring); "sample" is
+    left out with `sample=False` (a stat only). Raises OSError when the video cannot be read."""
+    video = Path(video)
+    if video.is_dir():
+        files = sorted((f for f in video.iterdir() if f.is_file()), key=lambda f: f.name)
+        stats = [(f.name, f.stat()) for f in files]
+        identity = {"size": sum(st.st_size for _, st in stats),
+                    "mtime_ns": max((st.st_mtime_ns for _, st in stats), default=video.stat().st_mtime_ns)}
+        if sample:
+            listing = "\n".join(f"{name}\t{st.st_size}" for name, st in stats)
+            identity["sample"] = hashlib.sha1(listing.encode("utf-8", "surrogateescape")).hexdigest()
+        return identity
+    st = video.stat()
+    identity = {"size": st.st_size, "mtime_ns": st.st_mtime_ns}
+    if sample:
+        digest = hashlib.sha1()
+        with open(video, "rb") as f:
+            digest.update(f.read(_SAMPLE_BYTES))
+            if st.st_size > _SAMPLE_BYTES:
+                f.seek(max(_SAMPLE_BYTES, st.st_size - _SAMPLE_BYTES))
+                digest.update(f.read(_SAMPLE_BYTES))
+        identity["sample"] = digest.hexdigest()
+    return identity
+
+
+def cache_status(cache: str | os.PathLike, video: str | os.PathLike, *, resize: Resize | None = None) -> str | None:
+    """None when `cache` holds the frames of `video` as it is now (resized by `resize`, when given); else why
+    it may not be used, in words."""
+    try:
+        recorded = json.loads(source_file(cache).read_text(encoding="utf-8"))
+        recorded_size, recorded_time = int(recorded["size"]), int(recorded["mtime_ns"])
+    except (OSError, ValueError, KeyError, TypeError):
+        return "the cache has no valid record of the video it was made from (rerun `actionbert prepare --cache`)"
+    if resize is not None and recorded.get("resize") != resize.to_dict():
+        return _other_resize(recorded.get("resize"), resize)
+    try:
+        now = source_identity(video, sample=False)
+    except OSError as e:
+        return f"the video cannot be read any more ({e.strerror or e})"
+    if now["size"] != recorded_size:
+        return f"the video changed since the cache was written (size {recorded_size} -> {now['size']} bytes)"
+    if now["mtime_ns"] == recorded_time:
+        return None
+    try:
+        same = source_identity(video)["sample"] == recorded.get("sample")
+    except OSError as e:
+        return f"the video cannot be read any more ({e.strerror or e})"
+    return None if same else "the video changed since the cache was written (same size, other content)"
+
+
+def resize_mismatch(cache: str | os.PathLike, resize: Resize) -> str | None:
+    """Why `cache` was made for another resize rule than `resize`, in words; None when it was made for it (or
+    has no readable record: `cache_status` says so)."""
+    try:
+        recorded = json.loads(source_file(cache).read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return None
+    made = recorded.get("resize") if isinstance(recorded, dict) else None
+    return None if made == resize.to_dict() else _other_resize(made, resize)
+
+
+def _other_resize(made, resize: Resize) -> str:
+    made = made or "short side 128, aspect kept (no resize recorded)"
+    return (f"it was made for other preprocessing (frames {made}, the model's record asks for "
+            f"{resize.to_dict()}; rerun `actionbert prepare --cache --resize ...` with the model's resize)")
+
+
 def cache_video(video: str | os.PathLike, file: str | os.PathLike, *,
-                short_side: int = CACHE_SHORT_SIDE) -> tuple[VideoInfo, int]:
-    """Decode every frame of `video` once, at training resolution, into the cache `file`, and describe the video.
+                resize: Resize | tuple[int, int] | int = DEFAULT_CACHE_RESIZE) -> tuple[VideoInfo, int]:
+    """Decode every frame of `video` once, resized by the record's rule, into the cache `file`, and describe it.
 
     One decoding pass does what `probe` and a separate cache pass would do in two. The frames are appended to a
     temporary file behind a reserved header, which is written once the frame count is known, then the file is
@@ -53,11 +151,12 @@ def cache_video(video: str | os.PathLike, file: str | os.PathLike, *,
     Args:
         video: a video file or frame folder.
         file: the `.npy` file to write (parent folders are created).
-        short_side: short side of the stored frames in pixels (aspect ratio kept); smaller videos are stored
-            at their own size (the transform resizes them anyway, upscaling would only cost disk).
+        resize: the resize rule of the stored frames (`Resize`, a (height, width) pair, or an int short side
+            with the aspect kept), recorded beside them.
 
     Returns:
-        (the video's `VideoInfo`, equal to `probe(video)`; bytes on disk).
+        (the video's `VideoInfo`, equal to `probe(video)`; bytes of the `.npy` file, beside which a
+        `.source.json` record of the video's identity of about 150 bytes is written).
 
     Raises:
         VideoDecodeError: the video cannot be opened or no frame decodes (no file is left behind).
@@ -66,7 +165,13 @@ def cache_video(video: str | os.PathLike, file: str | os.PathLike, *,
     file = Path(file)
     file.parent.mkdir(parents=True, exist_ok=True)
     tmp = file.with_name(file.name + ".part")
-    stream = VideoStream(video, short_side=short_side, upscale=False)
+    source_file(file).unlink(missing_ok=True)  # an old record must never vouch for the new frames
+    try:
+        identity = source_identity(video)  # before decoding: a change while decoding makes the cache stale
+    except OSError:
+        identity = None  # the video cannot be read: decoding says why
+    resize = Resize.parse(resize)
+    stream = VideoStream(video, size=resize)
     count, frame_shape = 0, None
     try:
         with open(tmp, "wb") as out:
@@ -81,10 +186,23 @@ def cache_video(video: str | os.PathLike, file: str | os.PathLike, *,
             out.seek(0)
             out.write(_npy_header((count, *frame_shape)))
         os.replace(tmp, file)
+        record = source_file(file)
+        record_tmp = record.with_name(record.name + ".part")
+        record_tmp.write_text(json.dumps({"video": os.path.abspath(video), **(identity or {}),
+                                                "resize": resize.to_dict()}), encoding="utf-8")
+        os.replace(record_tmp, record)  # written last: a cache without its record is never used
     except BaseException:
         tmp.unlink(missing_ok=True)
+        source_file(file).with_name(source_file(file).name + ".part").unlink(missing_ok=True)
+        file.unlink(missing_ok=True)  # frames without their record would never be used
         raise
     return stream.info, file.stat().st_size
+
+
+def remove_cache(file: str | os.PathLike) -> None:
+    """Delete a cache file and its identity record (missing ones are fine)."""
+    Path(file).unlink(missing_ok=True)
+    source_file(file).unlink(missing_ok=True)
 
 
 #: Bytes of the `.npy` header of a cache file: NumPy writes 128 for a (T, H, W, 3) uint8 array (64-byte aligned).

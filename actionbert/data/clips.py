@@ -20,7 +20,14 @@ copied unchanged ("copy": fast, lossless); otherwise the clip is decoded and re-
 Part 2 when libx264 is missing) at the measured frame rate ("reencode"). Rotated videos are always re-encoded,
 with the rotation applied to the pixels. Audio is not written (the models do not use it). Every clip is listed
 in `out/clips.csv`: clip (relative to out), source, start, end (seconds), start_frame, end_frame (exclusive),
-label, mode.
+label, mode (`cliplist.py`).
+
+Cutting into a folder that already holds clips: `clips.csv` keeps the earlier rows and gains the new ones (so
+`prepare` still knows the source video of every clip in the folder), new clips never take the name of an
+existing file (a `-2`, `-3` ... suffix instead), and a video that the folder's clips.csv already lists as a
+source is refused (two cuts of one video in one folder would be near-duplicates) unless `overwrite`, which
+deletes that video's earlier clips and rows first. The record is rewritten (atomically) after each source
+video, so an interrupted run loses no record of the videos it finished.
 """
 
 from __future__ import annotations
@@ -38,12 +45,14 @@ import av
 import av.error
 import numpy as np
 
+from actionbert.data.cliplist import CLIP_COLUMNS, CLIPS_CSV, read_clip_rows, same_video, write_clip_rows
 from actionbert.data.decode import FrameTable, VideoDecodeError, frame_table, iter_frames
 
 METHODS = ("scenes", "fixed", "csv")
 #: `progress(stage, done, total)`; stage names the step and the video, e.g. "scenes talk.mp4".
 Progress = Callable[[str, int, int], None]
-CLIP_COLUMNS = ("clip", "source", "start", "end", "start_frame", "end_frame", "label", "mode")
+__all__ = ["CLIP_COLUMNS", "METHODS", "ClipRecord", "ClipReport", "ClipSpecError", "cut_clips", "encode_frames",
+           "parse_time", "read_cut_list"]
 
 
 class ClipSpecError(ValueError):
@@ -94,8 +103,8 @@ class _Segment:
 def cut_clips(videos: Sequence[str | os.PathLike], out: str | os.PathLike, *, method: str = "scenes",
               threshold: float = 27.0, min_scene_len: int = 15, min_duration: float = 0.0, length: float = 2.0,
               stride: float | None = None, keep_last: bool = False, csv_file: str | os.PathLike | None = None,
-              copy: bool = True, progress: Progress | None = None) -> ClipReport:
-    """Cut videos into clip files and write `out/clips.csv`.
+              copy: bool = True, overwrite: bool = False, progress: Progress | None = None) -> ClipReport:
+    """Cut videos into clip files and write `out/clips.csv` (earlier rows kept, see the module docstring).
 
     Args:
         videos: source videos ("scenes", "fixed"); for "csv", optional files that rows may name by file name.
@@ -109,13 +118,17 @@ def cut_clips(videos: Sequence[str | os.PathLike], out: str | os.PathLike, *, me
         keep_last: "fixed": also write the last, shorter window.
         csv_file: the cut list for "csv".
         copy: allow stream copy for keyframe-aligned cuts; False always re-encodes.
+        overwrite: replace the clips an earlier run cut from the same source videos into `out` (their files
+            are deleted, their rows dropped); without it such a source is refused.
         progress: `progress(stage, done, total)` callback.
 
     Returns:
-        The `ClipReport`.
+        The `ClipReport` (`clips`: this run's clips).
 
     Raises:
-        ClipSpecError: bad method options or a bad cut list (every bad row is named).
+        ClipSpecError: bad method options, a bad cut list (every bad row is named), an `out/clips.csv` that is
+            not a record of this command, or a source already cut into `out` (without `overwrite`); nothing is
+            cut or deleted then.
     """
     if method not in METHODS:
         raise ClipSpecError(f"unknown method {method!r}; choose one of {METHODS}")
@@ -130,8 +143,10 @@ def cut_clips(videos: Sequence[str | os.PathLike], out: str | os.PathLike, *, me
     else:
         plan = {}
         sources = [Path(v) for v in videos]
-    report = ClipReport()
+    rows = _previous_rows(out, sources, overwrite)
+    report = ClipReport(csv_path=out / CLIPS_CSV)
     used_names: set[Path] = set()
+    out.mkdir(parents=True, exist_ok=True)
     for number, source in enumerate(sources, start=1):
         name = source.name
         try:
@@ -159,7 +174,7 @@ def cut_clips(videos: Sequence[str | os.PathLike], out: str | os.PathLike, *, me
         segments = [s for s in segments if _seconds(table, s) >= min_duration and s.end_frame > s.start_frame]
         for k, segment in enumerate(segments, start=1):
             folder = out / _safe(segment.label) if segment.label else out
-            target = _unique(folder / f"{source.stem}_{k:04d}", used_names)
+            target = _unique(folder / f"{source.stem}_{k:04d}", used_names, (".mp4", source.suffix.lower()))
             try:
                 record = _write_clip(source, target, table, segment, copy)
             except (VideoDecodeError, av.error.FFmpegError, OSError) as e:
@@ -167,17 +182,41 @@ def cut_clips(videos: Sequence[str | os.PathLike], out: str | os.PathLike, *, me
                                                      f"{segment.end_frame - 1}) not written: {e}"))
                 continue
             report.clips.append(record)
+            rows.append(_row(record, out))
             if progress is not None:
                 progress(f"cut {name}", k, len(segments))
-    out.mkdir(parents=True, exist_ok=True)
-    report.csv_path = out / "clips.csv"
-    with open(report.csv_path, "w", newline="", encoding="utf-8") as f:
-        writer = csv.writer(f)
-        writer.writerow(CLIP_COLUMNS)
-        for r in report.clips:
-            writer.writerow([r.clip.relative_to(out).as_posix(), str(r.source), f"{r.start:.3f}", f"{r.end:.3f}",
-                             r.start_frame, r.end_frame, r.label, r.mode])
+        write_clip_rows(report.csv_path, rows)  # after each source: an interrupted run keeps these records
+    write_clip_rows(report.csv_path, rows)
     return report
+
+
+def _row(r: ClipRecord, out: Path) -> dict:
+    return {"clip": r.clip.relative_to(out).as_posix(), "source": os.path.abspath(r.source),
+            "start": f"{r.start:.3f}", "end": f"{r.end:.3f}", "start_frame": r.start_frame,
+            "end_frame": r.end_frame, "label": r.label, "mode": r.mode}
+
+
+def _previous_rows(out: Path, sources: Sequence[Path], overwrite: bool) -> list[dict]:
+    """The rows of `out/clips.csv` to keep; refuses (or, with `overwrite`, removes the clips of) sources that
+    are cut again. Raises ClipSpecError before anything is cut or deleted."""
+    file = out / CLIPS_CSV
+    try:
+        rows = read_clip_rows(file)
+    except ValueError as e:
+        raise ClipSpecError(f"{e}: it is not a record of `actionbert clips`; cut into another folder") from None
+    wanted = {same_video(str(s)) for s in sources}
+    again = [r for r in rows if r["source"] and same_video(r["source"]) in wanted]
+    if again and not overwrite:
+        names = sorted({Path(r["source"]).name for r in again})
+        shown = ", ".join(names[:3]) + (f" and {len(names) - 3} more" if len(names) > 3 else "")
+        raise ClipSpecError(f"{file} already lists {len(again)} clip(s) cut from {shown}: cutting a video again "
+                            f"into the same folder would mix two cuts of it; cut into another folder, or overwrite "
+                            f"(--overwrite) to delete those clips and cut again")
+    for r in again:
+        clip = out / r["clip"]
+        if clip.resolve().is_relative_to(out.resolve()):  # only clips inside the folder, never a source
+            clip.unlink(missing_ok=True)
+    return [r for r in rows if r not in again]
 
 
 # --------------------------------------------------------------------------------------------- cut lists
@@ -404,10 +443,11 @@ def _safe(label: str) -> str:
     return re.sub(r'[\\/:*?"<>|\x00-\x1f]+', "_", label).strip(" .") or "unlabelled"
 
 
-def _unique(stem: Path, used: set[Path]) -> Path:
-    """`stem`, or `stem-2`, `stem-3`, ... when another source already produced that name in this run."""
+def _unique(stem: Path, used: set[Path], suffixes: Sequence[str]) -> Path:
+    """`stem`, or `stem-2`, `stem-3`, ... when another source already produced that name in this run, or a
+    file of that name with one of the `suffixes` the clip may get exists (an earlier run's clip)."""
     candidate, k = stem, 1
-    while candidate in used:
+    while candidate in used or any(candidate.with_name(candidate.name + x).exists() for x in suffixes):
         k += 1
         candidate = stem.with_name(f"{stem.name}-{k}")
     used.add(candidate)

@@ -20,22 +20,20 @@ Every other module gets pixels through this one. Conventions (see docs/VIDEO_QUI
 Random access: a read of consecutive frames costs one seek to the nearest keyframe at or before the first
 wanted frame, then sequential decoding, during which the decoder skips the non-reference frames shown before
 the first wanted one. This uses the packets' timestamps to name frames, so it is only done when that is
-exact: the packets must carry unique timestamps, their number must equal the decoded frame count (known from
-`probe` in this process or passed as `num_frames`), the format must not be one with unreliable timestamps
-(AVI, GIF), and every delivered frame must carry the timestamp expected at its index. Otherwise the read
-decodes from the first frame and counts, which is always correct.
+exact: the packets must carry unique timestamps, their number must equal the decoded frame count passed as
+`num_frames` (from `prepare`), the format must not be one with unreliable timestamps (AVI, GIF), and every
+delivered frame must carry the timestamp expected at its index. Otherwise the read decodes from the first frame
+and counts, which is always correct. The packet tables live in an explicit `seekindex.SeekIndex`; opening
+files and their errors are in `container`.
 """
 
 from __future__ import annotations
 
-import bisect
 import os
 import re
-import threading
-from collections import OrderedDict
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Iterator, Sequence
+from typing import Callable, Iterator, Sequence
 
 import av
 import av.error
@@ -43,78 +41,20 @@ import numpy as np
 import torch
 from av.video.reformatter import VideoReformatter
 
-#: File extensions `prepare` treats as videos when it scans folders (anything else is reported, not read).
-VIDEO_EXTENSIONS = (".mp4", ".avi", ".mkv", ".webm", ".mov", ".m4v", ".mpg", ".mpeg", ".wmv", ".flv", ".3gp",
-                    ".gif", ".ogv", ".ts", ".mts", ".vob", ".asf")
-#: Image extensions accepted inside frame folders.
-IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".bmp", ".webp")
-#: Container formats whose timestamps cannot map to frame indices: always decoded from the first frame.
-_NO_SEEK_FORMATS = ("avi", "gif", "mjpeg", "image2")
-#: Demuxers that open still images or text, not videos.
-_NOT_VIDEO_FORMATS = ("image2", "tty", "srt", "ass", "webvtt")
+from actionbert.data.framefolder import (IMAGE_EXTENSIONS, image_files, is_frame_folder, load_image, probe_folder,
+                                         read_folder, stream_folder)
+from actionbert.data.container import NO_SEEK_FORMATS as _NO_SEEK_FORMATS
+from actionbert.data.container import VIDEO_EXTENSIONS
+from actionbert.data.container import ffmpeg_message as _ffmpeg_message
+from actionbert.data.container import open_video as _open
+from actionbert.data.container import quarter_turns as _quarter_turns
+from actionbert.data.seekindex import DEFAULT_INDEX, MidStreamError, SeekIndex, SeekMismatch, indexed_frames
+from actionbert.data.videoinfo import ERROR_KINDS, VideoDecodeError, VideoInfo
 
+__all__ = ["ERROR_KINDS", "IMAGE_EXTENSIONS", "VIDEO_EXTENSIONS", "FrameTable", "VideoDecodeError", "VideoInfo",
+           "VideoStream", "frame_table", "is_frame_folder", "iter_frames", "probe", "read_frames",
+           "short_side_size"]
 
-#: Kinds of decoding failure (`VideoDecodeError.kind`), as `prepare` reports them in problems.csv.
-ERROR_KINDS = {
-    "missing": "the path does not exist",
-    "unreadable": "the path exists but cannot be read",
-    "empty": "zero-byte file",
-    "not_video": "not a video (text, still image, unknown format)",
-    "audio_only": "a media file without a video stream",
-    "corrupt": "a video FFmpeg cannot open or decode",
-    "short_read": "fewer frames decode than requested",
-}
-
-
-class VideoDecodeError(Exception):
-    """A video (or frame folder) cannot be opened or decoded.
-
-    Attributes:
-        path: the file.
-        problem: what went wrong, in words.
-        kind: a key of `ERROR_KINDS`.
-    """
-
-    def __init__(self, path: str | os.PathLike, problem: str, kind: str = "corrupt"):
-        self.path = str(path)
-        self.problem = problem
-        self.kind = kind
-        super().__init__(f"{self.path}: {problem}")
-
-    def __reduce__(self):  # keep path, problem and kind when sent between DataLoader worker processes
-        return type(self), (self.path, self.problem, self.kind)
-
-
-@dataclass(frozen=True)
-class VideoInfo:
-    """What `probe` learned by decoding a whole video.
-
-    Attributes:
-        path: the file (or frame folder) as given.
-        num_frames: frames that decode, counted by decoding (never from the header).
-        fps: measured frame rate, frames per second (frame count over the decoded timestamp span; the
-            container's average rate when timestamps are unusable; 0.0 for frame folders).
-        width: width of the returned frames in pixels (after rotation).
-        height: height of the returned frames in pixels (after rotation).
-        rotation: clockwise degrees applied to the stored pixels to make them upright (0, 90, 180, 270).
-        codec: decoder name, e.g. "h264", "mpeg4", "gif"; "images" for frame folders.
-        container: demuxer name, e.g. "mov,mp4,m4a,3gp,3g2,mj2", "avi"; "folder" for frame folders.
-        header_frames: frame count the container claims, None when it claims nothing.
-        duration: seconds between the first and the last decoded frame plus one frame, None if unknown.
-        decode_error: decoder message if decoding stopped early with an error, else None.
-    """
-
-    path: str
-    num_frames: int
-    fps: float
-    width: int
-    height: int
-    rotation: int
-    codec: str
-    container: str
-    header_frames: int | None = None
-    duration: float | None = None
-    decode_error: str | None = None
 
 
 def short_side_size(height: int, width: int, short_side: int) -> tuple[int, int]:
@@ -122,12 +62,6 @@ def short_side_size(height: int, width: int, short_side: int) -> tuple[int, int]
     if height <= width:
         return short_side, max(1, round(width * short_side / height))
     return max(1, round(height * short_side / width)), short_side
-
-
-def is_frame_folder(path: str | os.PathLike) -> bool:
-    """True when `path` is a directory holding at least one image file."""
-    p = Path(path)
-    return p.is_dir() and bool(_image_files(p))
 
 
 # --------------------------------------------------------------------------------------------- probe
@@ -144,7 +78,7 @@ def probe(path: str | os.PathLike) -> VideoInfo:
         VideoDecodeError: missing, unreadable, empty, not a video, no video stream, or no decodable frame.
     """
     if Path(path).is_dir():
-        return _probe_folder(Path(path))
+        return probe_folder(Path(path))
     scan = _scan(path)
     return scan.info
 
@@ -186,16 +120,32 @@ class _Scan:
 
 
 def _scan(path: str | os.PathLike) -> _Scan:
-    container, stream = _open(path)
-    with container:
-        log = _DecodeLog()
-        error = None
-        try:
-            for frame in container.decode(stream):
-                log.add(frame)
-        except av.error.FFmpegError as e:  # a decoder error mid-stream: keep what decoded
-            error = f"decoder error after {log.count} frames ({_ffmpeg_message(e)})"
-        return log.finish(path, container, stream, error)
+    full = _FullPass(path)
+    for _ in full:  # no colour conversion: the frames are only counted and timed
+        pass
+    return full.scan
+
+
+class _FullPass:
+    """The one full decoding pass behind `probe`, `frame_table`, `VideoStream` (and so the cache writer):
+    iterate it once for the decoded PyAV frames; when they end, `scan` describes the video. A decoder error
+    part-way ends the frames there (`scan.info.decode_error`); one before any frame raises `VideoDecodeError`."""
+
+    def __init__(self, path: str | os.PathLike, threads: int = 1):
+        self.path, self.threads = path, threads
+        self.scan: _Scan | None = None
+
+    def __iter__(self):
+        container, stream = _open(self.path, threads=self.threads)
+        with container:
+            log, error = _DecodeLog(), None
+            try:
+                for frame in container.decode(stream):
+                    log.add(frame)
+                    yield frame
+            except av.error.FFmpegError as e:  # a decoder error mid-stream: keep what decoded
+                error = f"decoder error after {log.count} frames ({_ffmpeg_message(e)})"
+            self.scan = log.finish(self.path, container, stream, error)
 
 
 class _DecodeLog:
@@ -228,7 +178,6 @@ class _DecodeLog:
         span = times[-1] - times[0] if times else 0.0
         fps = (count - 1) / span if count > 1 and span > 0 else rate
         duration = (span + 1.0 / fps) if fps > 0 else None
-        _DECODED_COUNTS.put(_file_key(path), count)
         info = VideoInfo(
             path=str(path),
             num_frames=count,
@@ -241,11 +190,25 @@ class _DecodeLog:
             header_frames=stream.frames or None,
             duration=duration,
             decode_error=error,
+            header_duration=_header_duration(container, stream),
         )
         clean = (container.format.name not in _NO_SEEK_FORMATS and None not in pts and len(set(pts)) == len(pts)
                  and pts == sorted(pts))
         return _Scan(info=info, times=times, keyframes=self.keyframes, pts=pts if clean else None,
                      time_base=time_base)
+
+
+def _header_duration(container, stream) -> float | None:
+    """Seconds the file claims its video lasts: the stream's duration (Matroska: its DURATION tag), else the
+    container's (which may include a longer audio track); None if neither."""
+    if stream.duration and stream.time_base:
+        return float(stream.duration * stream.time_base)
+    tag = re.fullmatch(r"(\d+):(\d\d):(\d\d(?:\.\d+)?)", str(stream.metadata.get("DURATION", "")).strip())
+    if tag:
+        return int(tag.group(1)) * 3600 + int(tag.group(2)) * 60 + float(tag.group(3))
+    if container.duration:
+        return container.duration / av.time_base
+    return None
 
 
 def _frame_times(pts: list[int | None], time_base: float, rate: float) -> list[float]:
@@ -261,28 +224,20 @@ def _frame_times(pts: list[int | None], time_base: float, rate: float) -> list[f
     return [i * step for i in range(len(pts))]
 
 
-def _probe_folder(folder: Path) -> VideoInfo:
-    files = _image_files(folder)
-    if not files:
-        raise VideoDecodeError(folder, "frame folder holds no image files (" + ", ".join(IMAGE_EXTENSIONS) + ")",
-                               "not_video")
-    first = _load_image(files[0], None)
-    return VideoInfo(path=str(folder), num_frames=len(files), fps=0.0, width=first.shape[1], height=first.shape[0],
-                     rotation=0, codec="images", container="folder")
-
-
 # --------------------------------------------------------------------------------------------- read
 def read_frames(path: str | os.PathLike, indices: Sequence[int], *, size: tuple[int, int] | None = None,
-                num_frames: int | None = None, threads: int = 1) -> torch.Tensor:
+                num_frames: int | None = None, threads: int = 1, index: SeekIndex | None = None) -> torch.Tensor:
     """Decode the frames at `indices` (decoded order), in the order given.
 
     Args:
         path: a video file or a frame folder.
         indices: 0-based frame indices; any order, duplicates allowed (circular padding repeats frames).
-        size: (height, width) of the returned frames in pixels, after rotation; None keeps the video's size.
+        size: (height, width) of the returned frames in pixels, after rotation, or a callable mapping the upright
+            frame's (height, width) to it (a `preprocessing.Resize`); None keeps the video's size.
         num_frames: the decoded frame count if known (from `prepare`); it lets a read seek instead of
             decoding from the first frame. Ignored for frame folders.
         threads: decoder threads; 1 suits DataLoader workers (one worker per core).
+        index: the `seekindex.SeekIndex` whose packet tables the read may use (default: `DEFAULT_INDEX`).
 
     Returns:
         uint8 tensor (T, H, W, 3), RGB, T = len(indices).
@@ -296,8 +251,8 @@ def read_frames(path: str | os.PathLike, indices: Sequence[int], *, size: tuple[
     if wanted[0] < 0:
         raise VideoDecodeError(path, f"negative frame index {wanted[0]}", "short_read")
     if Path(path).is_dir():
-        return _read_folder(Path(path), indices, size)
-    reader = _Reader(path, size=size, num_frames=num_frames, threads=threads)
+        return read_folder(Path(path), indices, size)
+    reader = _Reader(path, size=size, num_frames=num_frames, threads=threads, index=index or DEFAULT_INDEX)
     got = dict(reader.frames(wanted[0], wanted[-1] + 1, keep=set(wanted)))
     missing = [i for i in wanted if i not in got]
     if missing:
@@ -324,8 +279,8 @@ def iter_frames(path: str | os.PathLike, *, size: tuple[int, int] | None = None,
         uint8 tensors (H, W, 3), RGB.
     """
     if Path(path).is_dir():
-        for f in _image_files(Path(path))[start:stop]:
-            yield torch.from_numpy(_load_image(f, size))
+        for f in image_files(Path(path))[start:stop]:
+            yield torch.from_numpy(load_image(f, size))
         return
     reader = _Reader(path, size=size, num_frames=None, threads=threads)
     for _, array in reader.frames(start, stop):
@@ -358,42 +313,25 @@ class VideoStream:
 
     def __iter__(self) -> Iterator[torch.Tensor]:
         if Path(self.path).is_dir():
-            info = _probe_folder(Path(self.path))
-            size = self._size(info.height, info.width)
-            for f in _image_files(Path(self.path)):
-                yield torch.from_numpy(_load_image(f, size))
-            self.info = info
+            yield from stream_folder(Path(self.path), self._size, lambda info: setattr(self, "info", info))
             return
-        container, stream = _open(self.path, threads=self.threads)
-        with container:
-            log, convert, error = _DecodeLog(), None, None
-            try:
-                for frame in container.decode(stream):
-                    log.add(frame)
-                    if convert is None:
-                        turns = _quarter_turns(frame.rotation or 0.0)
-                        height, width = (frame.width, frame.height) if turns % 2 else (frame.height, frame.width)
-                        convert = _Converter(self._size(height, width))
-                    yield torch.from_numpy(convert(frame))
-            except av.error.FFmpegError as e:
-                error = f"decoder error after {log.count} frames ({_ffmpeg_message(e)})"
-            self.info = log.finish(self.path, container, stream, error).info
-        if error:
-            raise VideoDecodeError(self.path, error, "corrupt")
+        full, convert = _FullPass(self.path, threads=self.threads), None
+        for frame in full:
+            if convert is None:
+                turns = _quarter_turns(frame.rotation or 0.0)
+                height, width = (frame.width, frame.height) if turns % 2 else (frame.height, frame.width)
+                convert = _Converter(self._size(height, width))
+            yield torch.from_numpy(convert(frame))
+        self.info = full.scan.info
+        if self.info.decode_error:
+            raise VideoDecodeError(self.path, self.info.decode_error, "corrupt")
 
     def _size(self, height: int, width: int) -> tuple[int, int] | None:
         if self.short_side is not None:
             short = self.short_side if self.upscale else min(self.short_side, height, width)
             return short_side_size(height, width, short)
-        return self.size
+        return self.size(height, width) if callable(self.size) else self.size
 
-
-class _MidStreamError(Exception):
-    """A decoder error part-way through a file."""
-
-
-class _SeekMismatch(Exception):
-    """A frame's timestamp did not match its expected index (the timestamp table cannot be used)."""
 
 
 class _Reader:
@@ -405,8 +343,8 @@ class _Reader:
         error: decoder message if the file ended with a decoder error before `stop`.
     """
 
-    def __init__(self, path, *, size, num_frames, threads):
-        self.path = path
+    def __init__(self, path, *, size, num_frames, threads, index: SeekIndex = DEFAULT_INDEX):
+        self.path, self.index = path, index
         self.num_frames = num_frames
         self.threads = threads
         self.convert = _Converter(size)
@@ -418,12 +356,12 @@ class _Reader:
                keep: set[int] | None = None) -> Iterator[tuple[int, np.ndarray]]:
         """Yield (index, upright RGB array) for frames first..stop-1 in order, only those in `keep` if given."""
         self._next = first
-        table = _trusted_table(self.path, first, self.num_frames)
+        table = self.index.table(self.path, first, self.num_frames)
         if table is not None:
             try:
                 yield from self._pass(table, stop, keep)
                 return
-            except _SeekMismatch:
+            except SeekMismatch:
                 pass  # the timestamps did not match: decode from the first frame and count
         yield from self._pass(None, stop, keep)
 
@@ -435,7 +373,7 @@ class _Reader:
             if table is None:
                 pairs = enumerate(_frames(container, stream))
             else:
-                pairs = _indexed_frames(container, stream, table, self._next)
+                pairs = indexed_frames(container, stream, table, self._next)
             index = self._next - 1 if table is not None else -1
             try:
                 for index, frame in pairs:
@@ -444,122 +382,34 @@ class _Reader:
                         self._next = index + 1
                     if stop is not None and index + 1 >= stop:
                         break  # before asking the decoder for more: a damaged tail is never touched
-            except _MidStreamError as e:
+            except MidStreamError as e:
                 self.error = f"decoder error after {index + 1} frames ({e})"
             self.decoded = index + 1
 
 
 def _frames(container, stream):
-    """Decoded frames in order; a decoder error becomes `_MidStreamError`."""
+    """Decoded frames in order; a decoder error becomes `MidStreamError`."""
     try:
         yield from container.decode(stream)
     except av.error.FFmpegError as e:
-        raise _MidStreamError(_ffmpeg_message(e)) from None
+        raise MidStreamError(_ffmpeg_message(e)) from None
 
 
-def _indexed_frames(container, stream, table: "_PacketTable", first: int):
-    """(index, frame) from frame `first` on, indices from the timestamp table.
-
-    Seeks to the last keyframe at or before `first` (if that is not frame 0). Until the packets reach frame
-    `first`'s timestamp the decoder skips non-reference frames: they are not shown in the clip and no later
-    frame needs them, which saves about a quarter of the pre-roll decoding on typical H.264. Every frame from
-    `first` on must carry the timestamp of the next index, else `_SeekMismatch`.
-    """
-    target = table.pts[first]
-    start = table.key_ranks[bisect.bisect_right(table.key_ranks, first) - 1]
-    expected = first  # index the next delivered frame must have
-    try:
-        if start > 0:
-            container.seek(table.pts[start], stream=stream, backward=True, any_frame=False)
-        context = stream.codec_context
-        for packet in container.demux(stream):
-            context.skip_frame = "NONREF" if packet.pts is not None and packet.pts < target else "DEFAULT"
-            for frame in context.decode(packet):
-                index = table.rank.get(frame.pts)
-                if index is None:
-                    raise _SeekMismatch()
-                if index < first:
-                    continue
-                if index != expected:
-                    raise _SeekMismatch()
-                expected += 1
-                yield index, frame
-    except av.error.FFmpegError as e:
-        if expected == first:
-            raise _SeekMismatch() from None  # nothing delivered yet: let the counting pass decide
-        raise _MidStreamError(_ffmpeg_message(e)) from None
-    if expected == first:
-        raise _SeekMismatch()  # the file ended before frame `first`: let the counting pass decide
-
-
-@dataclass(frozen=True)
-class _PacketTable:
-    """Presentation timestamps of a file's video packets in display order, their ranks, keyframe ranks."""
-
-    pts: list[int]
-    rank: dict[int, int]
-    key_ranks: list[int]
-
-
-def _trusted_table(path, first: int, num_frames: int | None) -> _PacketTable | None:
-    """The timestamp table of `path` when it maps indices exactly and helps (first > 0), else None.
-
-    Trusted only when the packet count equals the decoded frame count (given, or known from `probe` in this
-    process) and the format's timestamps are usable; each read still checks every delivered frame.
-    """
-    if first == 0:
-        return None
-    key = _file_key(path)
-    known = num_frames if num_frames is not None else _DECODED_COUNTS.get(key)
-    if known is None:
-        return None
-    table = _PACKET_TABLES.get(key)
-    if table is None:
-        table = _packet_table(path)
-        _PACKET_TABLES.put(key, table or ())
-    if not table or len(table.pts) != known or not table.key_ranks or table.key_ranks[0] != 0:
-        return None
-    return table
-
-
-def _packet_table(path) -> _PacketTable | None:
-    """Read the video packets' timestamps and keyframe flags (demuxing only: a few milliseconds for a short
-    clip). None when the format's timestamps are unreliable, missing or repeated."""
-    container, stream = _open(path)
-    with container:
-        if container.format.name in _NO_SEEK_FORMATS:
-            return None
-        pts, keys = [], []
-        try:
-            for packet in container.demux(stream):
-                if packet.size == 0 or packet.is_discard:
-                    continue
-                if packet.pts is None:
-                    return None
-                pts.append(packet.pts)
-                if packet.is_keyframe:
-                    keys.append(packet.pts)
-        except av.error.FFmpegError:
-            return None
-    ordered = sorted(pts)
-    if len(set(ordered)) != len(ordered):
-        return None
-    rank = {p: i for i, p in enumerate(ordered)}
-    return _PacketTable(pts=ordered, rank=rank, key_ranks=sorted(rank[k] for k in keys))
 
 
 class _Converter:
     """Turns decoded frames into upright RGB arrays at the target size with one reused swscale context."""
 
-    def __init__(self, size: tuple[int, int] | None):
-        self.size = size
+    def __init__(self, size: tuple[int, int] | Callable[[int, int], tuple[int, int]] | None):
+        self.size = size  # a callable maps the upright frame's (height, width) to the target (a `Resize`)
         self.reformatter = VideoReformatter()
 
     def __call__(self, frame) -> np.ndarray:
         turns = _quarter_turns(frame.rotation or 0.0)
         width = height = None
         if self.size is not None:
-            height, width = self.size
+            upright = (frame.width, frame.height) if turns % 2 else (frame.height, frame.width)
+            height, width = self.size(*upright) if callable(self.size) else self.size
             if turns % 2:
                 height, width = width, height
         out = self.reformatter.reformat(frame, width=width, height=height, format="rgb24",
@@ -571,132 +421,3 @@ class _Converter:
         return array
 
 
-# --------------------------------------------------------------------------------------------- files
-def _open(path, threads: int = 1):
-    """Open `path` and pick its first video stream; every failure becomes a `VideoDecodeError`."""
-    p = Path(path)
-    try:
-        st = p.stat()
-    except FileNotFoundError:
-        broken = " (broken symbolic link)" if p.is_symlink() else ""
-        raise VideoDecodeError(path, "file not found" + broken, "missing") from None
-    except OSError as e:
-        raise VideoDecodeError(path, f"cannot read: {e.strerror or e}", "unreadable") from None
-    if p.is_dir():
-        raise VideoDecodeError(path, "a directory without image files, not a video", "not_video")
-    if st.st_size == 0:
-        raise VideoDecodeError(path, "zero-byte file", "empty")
-    if not os.access(p, os.R_OK):
-        raise VideoDecodeError(path, "cannot read: permission denied", "unreadable")
-    try:
-        container = av.open(str(p), mode="r")
-    except PermissionError:
-        raise VideoDecodeError(path, "cannot read: permission denied", "unreadable") from None
-    except av.error.FFmpegError as e:
-        if p.suffix.lower() in VIDEO_EXTENSIONS:
-            raise VideoDecodeError(path, f"corrupt or truncated video: FFmpeg cannot open it "
-                                         f"({_ffmpeg_message(e)})", "corrupt") from None
-        raise VideoDecodeError(path, f"not a video: FFmpeg cannot open it ({_ffmpeg_message(e)})",
-                               "not_video") from None
-    fmt = container.format.name
-    if fmt in _NOT_VIDEO_FORMATS or fmt.endswith("_pipe"):
-        container.close()
-        what = "a still image" if fmt == "image2" or fmt.endswith("_pipe") else "not a video"
-        raise VideoDecodeError(path, f"{what} (FFmpeg reads it as '{fmt}'), not a video", "not_video")
-    if not container.streams.video:
-        kinds = sorted({s.type for s in container.streams})
-        container.close()
-        if "audio" in kinds:
-            raise VideoDecodeError(path, "audio only: the file has no video stream", "audio_only")
-        listed = f" (streams: {', '.join(kinds)})" if kinds else ""
-        raise VideoDecodeError(path, "no video stream" + listed, "not_video")
-    stream = container.streams.video[0]
-    stream.codec_context.thread_count = threads
-    if threads != 1:
-        stream.codec_context.thread_type = "AUTO"
-    return container, stream
-
-
-def _image_files(folder: Path) -> list[Path]:
-    """Image files of a frame folder in frame order; only `img_*` files when the folder has any."""
-    try:
-        files = [f for f in folder.iterdir() if f.suffix.lower() in IMAGE_EXTENSIONS and f.is_file()]
-    except OSError:
-        return []
-    img = [f for f in files if f.name.startswith("img_")]
-    return sorted(img or files, key=lambda f: _natural_key(f.name))
-
-
-def _natural_key(name: str):
-    return [int(t) if t.isdigit() else t for t in re.split(r"(\d+)", name)]
-
-
-def _read_folder(folder: Path, indices: Sequence[int], size) -> torch.Tensor:
-    files = _image_files(folder)
-    if not files:
-        raise VideoDecodeError(folder, "frame folder holds no image files", "not_video")
-    loaded: dict[int, np.ndarray] = {}
-    for i in sorted(set(int(i) for i in indices)):
-        if i >= len(files):
-            raise VideoDecodeError(folder, f"frame {i} requested but the folder holds {len(files)} frames",
-                                   "short_read")
-        loaded[i] = _load_image(files[i], size)
-    return torch.from_numpy(np.stack([loaded[int(i)] for i in indices]))  # (T, H, W, 3)
-
-
-def _load_image(file: Path, size) -> np.ndarray:
-    from PIL import Image, UnidentifiedImageError
-
-    try:
-        with Image.open(file) as img:
-            img = img.convert("RGB")
-            if size is not None and (img.height, img.width) != tuple(size):
-                img = img.resize((size[1], size[0]), Image.BILINEAR)
-            return np.array(img)  # (H, W, 3), writable
-    except (OSError, UnidentifiedImageError) as e:
-        raise VideoDecodeError(file, f"cannot read image ({e})", "corrupt") from None
-
-
-def _quarter_turns(rotation: float) -> int:
-    """Counter-clockwise quarter turns (0..3) for a display-matrix angle (FFmpeg's convention)."""
-    return int(round(rotation / 90.0)) % 4
-
-
-def _ffmpeg_message(e: Exception) -> str:
-    text = getattr(e, "strerror", None) or str(e)
-    return str(text).strip() or type(e).__name__
-
-
-def _file_key(path) -> tuple:
-    try:
-        st = os.stat(path)
-        return (os.path.abspath(path), st.st_size, st.st_mtime_ns)
-    except OSError:
-        return (os.path.abspath(path), None, None)
-
-
-class _LRU:
-    """A small thread-safe least-recently-used map (per process; each DataLoader worker has its own)."""
-
-    def __init__(self, capacity: int):
-        self.capacity = capacity
-        self.items: OrderedDict = OrderedDict()
-        self.lock = threading.Lock()
-
-    def get(self, key):
-        with self.lock:
-            if key not in self.items:
-                return None
-            self.items.move_to_end(key)
-            return self.items[key]
-
-    def put(self, key, value) -> None:
-        with self.lock:
-            self.items[key] = value
-            self.items.move_to_end(key)
-            while len(self.items) > self.capacity:
-                self.items.popitem(last=False)
-
-
-_PACKET_TABLES = _LRU(512)
-_DECODED_COUNTS = _LRU(65536)

@@ -7,8 +7,9 @@ frame of a clip. Operations use `torchvision.transforms.v2.functional` on (T, 3,
 Numbers follow METHOD.md §7 and the reference implementation (which follows Wang et al., "Towards Good
 Practices for Very Deep Two-Stream ConvNets", 2015):
 
-- Resize every frame to 128 (h) x 170 (w) ignoring the aspect ratio (`resize=(128, 170)`); an int resizes the
-  short side instead and keeps the aspect ratio.
+- Resize every frame by the record's rule (`preprocessing.Resize`: the paper's 128 (h) x 170 (w) ignoring the
+  aspect ratio; or the short side, aspect kept). Frames from the decoder or the cache already have that size
+  (one resampling, in swscale); the transform resizes only frames handed to it at another size.
 - Training, multi-scale crop: candidate side lengths are `int(s * short_side)` for s in (1, 0.875, 0.75, 0.66)
   (128 -> 128, 112, 96, 84); a (height, width) pair is drawn uniformly among the pairs whose scale indices
   differ by at most one ("aspect change of at most one step", 10 pairs for 4 scales); then one of 13 fixed
@@ -20,14 +21,11 @@ Practices for Very Deep Two-Stream ConvNets", 2015):
   the frame.)
 - Evaluation: centre crop (`round((H - S) / 2)`, `round((W - S) / 2)`), as torchvision's `center_crop`.
 - Test: 10 views: centre, top-left, top-right, bottom-left, bottom-right crops, then the same five mirrored.
-- Normalisation presets (`NORMALIZATION`): "torchvision" (R(2+1)D: IG-65M and torchvision Kinetics weights)
-  divides by 255 then standardises per channel; "hara" (ResNeXt-101 3D, Hara et al. Kinetics weights)
-  subtracts per-channel means from raw 0..255 values and does not scale.
+- Normalisation presets: `preprocessing.NORMALIZATION` (re-exported here).
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass
 from typing import Sequence
 
 import numpy as np
@@ -36,25 +34,15 @@ from torchvision.transforms import InterpolationMode
 from torchvision.transforms.v2 import functional as F
 
 from actionbert.data.sampling import RNG, uniform_int
+from actionbert.preprocessing import CROP_SCALES, NORMALIZATION, Normalization, Preprocessing, Resize
+
+__all__ = ["CROP_POSITIONS", "CROP_SCALES", "NORMALIZATION", "Normalization", "ClipTransform", "EvalTransform",
+           "TenCropTransform", "TrainTransform", "crop_offsets", "crop_size_pairs", "eval_transform",
+           "sample_multiscale_crop", "ten_crop_transform", "train_transform", "transforms_for"]
+#: The default record (METHOD.md §7); the transforms' defaults come from it, nowhere else.
+_DEFAULT = Preprocessing()
 
 
-@dataclass(frozen=True)
-class Normalization:
-    """Per-channel normalisation: `out = (x * value_scale - mean) / std`, x in 0..255, channels RGB."""
-
-    mean: tuple[float, float, float]
-    std: tuple[float, float, float]
-    value_scale: float
-
-
-NORMALIZATION = {
-    "torchvision": Normalization(mean=(0.43216, 0.394666, 0.37645), std=(0.22803, 0.22145, 0.216989),
-                                 value_scale=1.0 / 255.0),
-    "hara": Normalization(mean=(114.7748, 107.7354, 99.4750), std=(1.0, 1.0, 1.0), value_scale=1.0),
-}
-
-#: Multi-scale crop side lengths as fractions of the resized frame's short side.
-CROP_SCALES = (1.0, 0.875, 0.75, 0.66)
 #: The 13 crop positions as (row, column) offsets in quarter steps of the free space.
 CROP_POSITIONS = (
     (0, 0), (0, 4), (4, 0), (4, 4), (2, 2),  # corners, centre
@@ -101,11 +89,11 @@ class ClipTransform:
         norm: key of `NORMALIZATION` ("torchvision" or "hara"), chosen by the backbone's pretrained weights.
     """
 
-    def __init__(self, *, resize: tuple[int, int] | int = (128, 170), crop_size: int = 112,
-                 norm: str = "torchvision"):
+    def __init__(self, *, resize: Resize | tuple[int, int] | int = _DEFAULT.resize,
+                 crop_size: int = _DEFAULT.crop_size, norm: str = _DEFAULT.norm):
         if norm not in NORMALIZATION:
             raise ValueError(f"unknown normalisation {norm!r}; choose one of {sorted(NORMALIZATION)}")
-        self.resize = resize if isinstance(resize, int) else (int(resize[0]), int(resize[1]))
+        self.resize = Resize.parse(resize)
         self.crop_size = int(crop_size)
         self.norm = norm
         preset = NORMALIZATION[norm]
@@ -114,22 +102,13 @@ class ClipTransform:
         self._scale = (preset.value_scale / std).view(3, 1, 1, 1)  # (C, 1, 1, 1)
         self._shift = (-torch.tensor(preset.mean, dtype=torch.float32) / std).view(3, 1, 1, 1)
 
-    def resized_size(self, height: int, width: int) -> tuple[int, int]:
-        """Frame size after the resize step for a `height` x `width` input (lets callers decode at that size)."""
-        if isinstance(self.resize, int):
-            short = self.resize
-            if height <= width:
-                return short, max(1, round(width * short / height))
-            return max(1, round(height * short / width)), short
-        return self.resize
-
     def _resized(self, frames) -> torch.Tensor:
         """uint8 (T, H, W, 3) -> resized uint8 (T, 3, H', W')."""
         video = torch.as_tensor(frames)
         if video.ndim != 4 or video.shape[-1] != 3 or video.dtype != torch.uint8:
             raise ValueError(f"expected uint8 frames (T, H, W, 3), got {video.dtype} {tuple(video.shape)}")
         video = video.permute(0, 3, 1, 2)  # (T, 3, H, W)
-        size = self.resized_size(video.shape[-2], video.shape[-1])
+        size = self.resize(video.shape[-2], video.shape[-1])
         if tuple(video.shape[-2:]) != size:
             video = F.resize(video, list(size), interpolation=InterpolationMode.BILINEAR, antialias=True)
         if min(video.shape[-2:]) < self.crop_size:
@@ -155,9 +134,9 @@ class TrainTransform(ClipTransform):
         flip_p: probability of a horizontal flip.
     """
 
-    def __init__(self, *, resize: tuple[int, int] | int = (128, 170), crop_size: int = 112,
-                 norm: str = "torchvision", scales: Sequence[float] = CROP_SCALES, max_distort: int = 1,
-                 flip_p: float = 0.5):
+    def __init__(self, *, resize: Resize | tuple[int, int] | int = _DEFAULT.resize,
+                 crop_size: int = _DEFAULT.crop_size, norm: str = _DEFAULT.norm,
+                 scales: Sequence[float] = CROP_SCALES, max_distort: int = 1, flip_p: float = _DEFAULT.hflip):
         super().__init__(resize=resize, crop_size=crop_size, norm=norm)
         self.scales = tuple(scales)
         self.max_distort = max_distort
@@ -200,22 +179,26 @@ class TenCropTransform(ClipTransform):
         return self._normalized(views)
 
 
-def train_transform(*, resize: tuple[int, int] | int = (128, 170), crop_size: int = 112,
-                    norm: str = "torchvision", **kwargs) -> TrainTransform:
-    """The training transform (see `TrainTransform`)."""
-    return TrainTransform(resize=resize, crop_size=crop_size, norm=norm, **kwargs)
+def train_transform(**kwargs) -> TrainTransform:
+    """The training transform (see `TrainTransform`; defaults from the default record)."""
+    return TrainTransform(**kwargs)
 
 
-def eval_transform(*, resize: tuple[int, int] | int = (128, 170), crop_size: int = 112,
-                   norm: str = "torchvision") -> EvalTransform:
+def eval_transform(**kwargs) -> EvalTransform:
     """The validation transform: centre crop."""
-    return EvalTransform(resize=resize, crop_size=crop_size, norm=norm)
+    return EvalTransform(**kwargs)
 
 
-def ten_crop_transform(*, resize: tuple[int, int] | int = (128, 170), crop_size: int = 112,
-                       norm: str = "torchvision") -> TenCropTransform:
+def ten_crop_transform(**kwargs) -> TenCropTransform:
     """The test transform: 10 views stacked first."""
-    return TenCropTransform(resize=resize, crop_size=crop_size, norm=norm)
+    return TenCropTransform(**kwargs)
+
+
+def transforms_for(pre: Preprocessing) -> dict[str, ClipTransform]:
+    """The transforms a record asks for, by dataset mode: "train", "val" (centre crop), "test" (ten crops)."""
+    look = dict(resize=pre.resize, crop_size=pre.crop_size, norm=pre.norm)
+    return {"train": TrainTransform(**look, scales=pre.crop_scales, flip_p=pre.hflip),
+            "val": EvalTransform(**look), "test": TenCropTransform(**look)}
 
 
 def _rng(rng: RNG | None) -> RNG:

@@ -80,7 +80,9 @@ class MultiHeadSelfAttention(nn.Module):
         k = self.k(x).view(B, N, h, C // h).transpose(1, 2)  # (B, h, N, d)
         v = self.v(x).view(B, N, h, C // h).transpose(1, 2)  # (B, h, N, d)
         scores = q @ k.transpose(-2, -1) / math.sqrt(C // h)  # (B, h, N, N)
-        scores = scores.masked_fill(~keep[:, None, None, :], -1e9)  # key masking, same for every query and head
+        # key masking, the same for every query and head; the dtype's lowest value, not a constant such as -1e9,
+        # which does not fit in fp16 (autocast): softmax gives masked keys exactly 0 in any precision
+        scores = scores.masked_fill(~keep[:, None, None, :], torch.finfo(scores.dtype).min)
         probs = scores.softmax(dim=-1)
         out = self.attn_drop(probs) @ v  # (B, h, N, d)
         out = out.transpose(1, 2).reshape(B, N, C)  # (B, N, C)

@@ -1,0 +1,214 @@
+"""Prediction at scale (issue 13): `actionbert predict --out` over many videos of mixed real codecs, with decoding
+workers and torchrun processes, against the model alone on the same clips.
+
+Usage: `python benchmarks/predict_scale.py [--videos 40] [--quick] [--eager] [--models tiny,r2plus1d_18]`.
+`--quick` divides the durations by 10 (0.4-6 s) and makes 12 videos: a check that the benchmark works, not a
+measurement.
+
+It writes `--videos` videos cycling through H.264 (MP4), MPEG-4 Part 2 (AVI) and MJPEG (AVI), at 320 x 240 and
+640 x 360, 4-60 s at 25 fps (a textured scene panning, moving blobs, noise), then for each model
+- tiny: r2plus1d_tiny + BERT, 16-frame clips (decode-bound),
+- r2plus1d_18: R(2+1)D-18 + BERT, 16-frame clips (model-bound),
+both at 112 x 112 from frames resized to 128 x 171, runs in fresh processes:
+- `sequential`: today's path (no --out: one video after another in the main process),
+- `workers W` for W in 0, 1, 2: `predict --out R.jsonl --workers W`,
+- `torchrun K` for K in 1, 2: `torchrun --nproc_per_node K -m actionbert predict --out ... --workers 0`,
+and prints videos/s and clips/s (timed around the prediction itself: model loading and Python start-up left
+out), the largest RSS of each process (each rank's main process, and in brackets its largest child process:
+a decoding worker, or a helper process that torch starts), and the ratio of the
+end-to-end clip rate to the model alone on clips of the same shape and batch (zero clips, fixed batch, after a
+warm-up). Precision: bf16 where `runtime.bf16_is_slow` says the device runs it natively, else fp32.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import resource
+import subprocess
+import sys
+import tempfile
+import time
+from fractions import Fraction
+from pathlib import Path
+
+import numpy as np
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+
+CODECS = (("libx264", "mp4", "yuv420p"), ("mpeg4", "avi", "yuv420p"), ("mjpeg", "avi", "yuvj420p"))
+SIZES = ((240, 320), (360, 640))
+FPS = 25
+BATCH = 8
+
+
+def _frames(n: int, height: int, width: int, seed: int):
+    """uint8 frames (H, W, 3) one at a time: a panning texture, two moving blobs, a little noise."""
+    rng = np.random.default_rng(seed)
+    tile = rng.integers(30, 220, (height // 8 + 1, width // 8 + 40, 3), dtype=np.uint8).repeat(8, 0).repeat(8, 1)
+    yy, xx = np.mgrid[0:height, 0:width]
+    for t in range(n):
+        img = tile[:height, (t // 2) % 300:(t // 2) % 300 + width].copy()
+        for k in range(2):
+            cy, cx = (height / 2 + height / 3 * np.sin(t / (20 + 7 * k))), (t * (3 + k)) % width
+            img[(yy - cy) ** 2 + (xx - cx) ** 2 <= 400] = (200, 60 + 100 * k, 40)
+        img = np.clip(img.astype(np.int16) + rng.integers(-4, 5, img.shape), 0, 255).astype(np.uint8)
+        yield img
+
+
+def make_videos(folder: Path, count: int, scale: float) -> list[str]:
+    """`count` videos cycling codecs and sizes, durations spread over 4-60 s (times `scale`)."""
+    import av
+
+    paths = []
+    for i in range(count):
+        codec, ext, pix = CODECS[i % len(CODECS)]
+        height, width = SIZES[(i // len(CODECS)) % len(SIZES)]
+        seconds = (4 + 56 * ((i * 7) % count) / max(count - 1, 1)) * scale
+        path = folder / f"v{i:03d}_{codec}_{width}x{height}.{ext}"
+        with av.open(str(path), mode="w") as container:
+            stream = container.add_stream(codec, rate=Fraction(FPS))
+            stream.height, stream.width, stream.pix_fmt = height, width, pix
+            if codec == "libx264":
+                stream.options = {"preset": "veryfast", "threads": "1"}
+            elif codec == "mpeg4":
+                stream.bit_rate, stream.gop_size = 2_000_000, 12
+            for img in _frames(max(int(seconds * FPS), 1), height, width, seed=i):
+                container.mux(stream.encode(av.VideoFrame.from_ndarray(img, format="rgb24")))
+            container.mux(stream.encode())
+        paths.append(str(path))
+    return paths
+
+
+def make_model(folder: Path, backbone: str) -> Path:
+    import torch
+
+    from actionbert.checkpoint import inference_config, save_pretrained
+    from actionbert.models import build_model
+
+    torch.manual_seed(0)
+    model = build_model(backbone=backbone, head="bert", num_classes=10, clip_len=16, input_size=112).eval()
+    info = inference_config(model, classes=[f"c{i}" for i in range(10)], resize=(128, 171), norm="torchvision")
+    return save_pretrained(model, folder / backbone, info=info)
+
+
+# ------------------------------------------------------------------------------------------------ child side
+def child(stats_dir: str, argv: list[str]) -> int:
+    """Run `actionbert predict` here, timing the prediction itself; write this process's figures as JSON."""
+    import actionbert.predict as predict_module
+    import actionbert.predict_batch as batch_module
+    from actionbert.cli import main
+
+    timing = {}
+
+    def timed(fn):
+        def wrapper(*args, **kwargs):
+            t0 = time.perf_counter()
+            result = fn(*args, **kwargs)
+            timing["seconds"] = time.perf_counter() - t0
+            return result
+        return wrapper
+
+    batch_module.predict_to_file = timed(batch_module.predict_to_file)
+    predict_module.predict_videos = timed(predict_module.predict_videos)
+    code = main(argv)
+    rank = os.environ.get("RANK", "0")
+    figures = {"rank": rank, "seconds": timing.get("seconds"), "exit": code,
+               "rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
+               "workers_rss_mb": resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss / 1024}
+    Path(stats_dir, f"rank{rank}.json").write_text(json.dumps(figures))
+    return 0
+
+
+# ----------------------------------------------------------------------------------------------- parent side
+def run_case(model: Path, listing: Path, work: Path, *, workers: int | None, procs: int, extra: list[str]) -> dict:
+    """One predict run in fresh processes; returns its figures (seconds = slowest rank)."""
+    stats = Path(tempfile.mkdtemp(dir=work))
+    out = work / "results.jsonl"
+    argv = ["predict", str(model), "--list", str(listing), "--batch-size", str(BATCH), *extra]
+    argv += ["--out", str(out), "--overwrite", "--workers", str(workers)] if workers is not None else []
+    launcher = [sys.executable] if procs == 0 else [sys.executable, "-m", "torch.distributed.run", "--standalone",
+                                                   "--nproc_per_node", str(procs)]
+    env = {**os.environ, "PYTHONPATH": str(ROOT)}
+    proc = subprocess.run([*launcher, __file__, "--child", str(stats), *argv], env=env, capture_output=True,
+                          text=True)
+    ranks = [json.loads(p.read_text()) for p in sorted(stats.glob("rank*.json"))]
+    if not ranks or any(r["seconds"] is None for r in ranks):
+        raise SystemExit(f"run failed ({proc.returncode}): {proc.stderr[-2000:]}")
+    clips = (sum(len(json.loads(line)["segments"]) for line in out.read_text().splitlines()[1:])
+             if workers is not None else 0)  # sequential: printed, not counted (the same windows as the others)
+    return {"seconds": max(r["seconds"] for r in ranks), "ranks": ranks, "clips": clips}
+
+
+def model_alone(model: Path, clips: int, precision: str) -> float:
+    """Clips/s of the model alone: fixed batches of zero clips of the run's shape (as Predictor runs them)."""
+    import torch
+
+    from actionbert.checkpoint import load_model
+    from actionbert.predict import Predictor
+    from actionbert.runtime import select_device
+
+    net, info = load_model(model)
+    predictor = Predictor(net, info, device=select_device("auto"), precision=precision, batch_size=BATCH)
+    batch = [torch.zeros(3, 16, 112, 112)] * BATCH
+    for _ in range(2):
+        predictor._run(batch)  # warm-up (and the compile decision of the prepared model)
+    calls = max(clips // BATCH, 2)
+    t0 = time.perf_counter()
+    for _ in range(calls):
+        predictor._run(batch)
+    return calls * BATCH / (time.perf_counter() - t0)
+
+
+def _rss(ranks: list[dict]) -> str:
+    return " / ".join(f"{r['rss_mb']:.0f}" + (f" (+{r['workers_rss_mb']:.0f})" if r["workers_rss_mb"] else "")
+                      for r in ranks)
+
+
+def main() -> int:
+    if len(sys.argv) > 2 and sys.argv[1] == "--child":
+        return child(sys.argv[2], sys.argv[3:])
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--videos", type=int)
+    ap.add_argument("--quick", action="store_true", help="durations / 10 and 12 videos: checks that it works")
+    ap.add_argument("--eager", action="store_true", help="run the model as trained (no fold/compile)")
+    ap.add_argument("--models", default="tiny,r2plus1d_18")
+    args = ap.parse_args()
+    import torch
+
+    from actionbert.runtime import bf16_is_slow, select_device
+
+    count = args.videos or (12 if args.quick else 40)
+    precision = "fp32" if bf16_is_slow(select_device("auto")) else "bf16"
+    extra = ["--precision", precision] + (["--eager"] if args.eager else [])
+    work = Path(tempfile.mkdtemp(prefix="predict_scale_"))
+    t0 = time.perf_counter()
+    videos = make_videos(work, count, 0.1 if args.quick else 1.0)
+    listing = work / "videos.txt"
+    listing.write_text("\n".join(videos) + "\n")
+    print(f"{count} videos written in {time.perf_counter() - t0:.0f} s; device {select_device('auto')}, "
+          f"{os.cpu_count()} cores, torch {torch.__version__}, {precision}, batch {BATCH}"
+          f"{', eager' if args.eager else ''}")
+    cases = [("sequential (today)", None, 0), ("workers 0", 0, 0), ("workers 1", 1, 0), ("workers 2", 2, 0),
+             ("torchrun 1", 0, 1), ("torchrun 2", 0, 2)]
+    for name in args.models.split(","):
+        model = make_model(work, "r2plus1d_tiny" if name == "tiny" else name)
+        print(f"\n{name}\n| run | videos/s | clips/s | e2e / model alone | max RSS MB per process (+largest child) |")
+        print("|---|---:|---:|---:|---|")
+        rows, alone = [], None
+        for label, workers, procs in cases:
+            r = run_case(model, listing, work, workers=workers, procs=procs, extra=extra)
+            rows.append((label, r))
+        clips = max(r["clips"] for _, r in rows)
+        alone = model_alone(model, clips, precision)
+        for label, r in rows:
+            rate = clips / r["seconds"]
+            print(f"| {label} | {count / r['seconds']:.2f} | {rate:.1f} | {rate / alone:.2f} | {_rss(r['ranks'])} |")
+        print(f"| model alone | | {alone:.1f} | 1.00 | |")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
