@@ -151,7 +151,7 @@ def _resolve_precision(demo: DemoConfig, log: Callable[[str], None]) -> DemoConf
     from actionbert import runtime
 
     precision, note = runtime.resolve_precision(runtime.select_device("auto"), "auto")
-    log(f"    precision {precision}" + (f" ({note})" if note else " (the device runs it natively)"))
+    log(f"    {note}" if note else f"    precision {precision} (the device runs it natively)")
     return dataclasses.replace(demo, precision=precision)
 
 
