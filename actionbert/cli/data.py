@@ -5,6 +5,10 @@ from __future__ import annotations
 import argparse
 import sys
 
+from actionbert.preprocessing import Preprocessing
+
+_RESIZE = Preprocessing().resize  # the default record's (the cache's default, `cache.DEFAULT_CACHE_RESIZE`)
+
 
 # ---------------------------------------------------------------------------------------------- clips
 def _args_clips(p: argparse.ArgumentParser) -> None:
@@ -79,7 +83,8 @@ def _args_prepare(p: argparse.ArgumentParser) -> None:
     p.add_argument("--cache", action="store_true", help="also store decoded frames, resized by --resize, for "
                                                         "fast training")
     p.add_argument("--resize", default=None, metavar="HxW|S",
-                   help="frame size of the cache: the model's data.resize, HEIGHTxWIDTH (default 128x170), or one "
+                   help=f"frame size of the cache: the model's data.resize, HEIGHTxWIDTH (default {_RESIZE.height}x"
+                        f"{_RESIZE.width}), or one "
                         "number S for short side S with the aspect kept (data.keep_aspect); a cache made for "
                         "another size is not used by train/eval (they decode and say so)")
     p.add_argument("--frames", action="store_true", help="also write img_%%05d.jpg frame folders (reference "
