@@ -17,7 +17,11 @@ def _args_eval(p: argparse.ArgumentParser) -> None:
                    help="'all' (every test window x 10 crops, the paper) or CLIPSxCROPS, e.g. 1x1, 3x10")
     p.add_argument("--temporal-check", action="store_true",
                    help="also evaluate frame-reversed and frame-shuffled clips (order dependence)")
-    p.add_argument("--out", help="folder for report.json, confusion.csv/png, predictions.csv")
+    p.add_argument("--out", help="folder for videos.jsonl (one line per video as it is scored), then report.json, "
+                                 "confusion.csv/png, predictions.csv; re-running the same command continues an "
+                                 "unfinished evaluation there (default: eval_<split> beside the model)")
+    p.add_argument("--overwrite", action="store_true", help="start afresh in --out (replaces a finished or "
+                                                            "unfinished evaluation there)")
     p.add_argument("--device", default="auto")
     p.add_argument("--precision", default="fp32", choices=PREDICT_CHOICES,
                    help="autocast precision (auto: the device's fast one)")
@@ -44,10 +48,15 @@ def _run_eval(args: argparse.Namespace) -> int:
         bar.n = done
         bar.refresh()
 
+    def on_start(skipped, total):
+        if skipped:
+            print(f"continuing the evaluation in {out}: {skipped} of {total} videos already evaluated, skipped "
+                  "(--overwrite starts afresh)")
+
     report = evaluate(args.model, data=args.data, split=args.split, views=args.views,
                       temporal_check=args.temporal_check, out=out, device=args.device, precision=args.precision,
                       batch_size=args.batch_size, workers=EVAL_WORKERS if args.workers is None else args.workers,
-                      fast=not args.eager, on_batch=on_batch,
+                      fast=not args.eager, resume=not args.overwrite, on_batch=on_batch, on_start=on_start,
                       on_failure=lambda vid, reason: tqdm.write(f"warning: skipped {vid}: {reason}"))
     bar.close()
     if report is None:  # another process of a torchrun evaluation: rank 0 reports
