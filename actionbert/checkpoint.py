@@ -146,17 +146,26 @@ def read_model_config(info: dict[str, Any], *, where: str) -> ModelConfig:
         raise CheckpointError(f"{where}: model config missing or malformed ({e})") from None
 
 
-def from_pretrained(folder: str | Path, *, map_location: str | torch.device = "cpu") -> tuple[VideoClassifier, dict]:
-    """Rebuild a model from an `actionbert` folder; returns (model in eval mode, inference info)."""
+def read_folder_info(folder: str | Path, *, required: bool = True) -> tuple[dict[str, Any] | None, Path]:
+    """(the inference info in a model folder's config.json, None when there is none and it is not `required`;
+    the path of its model.safetensors), with errors that name the missing or broken file."""
     folder = Path(folder)
     cfg_path, weights = folder / "config.json", folder / "model.safetensors"
-    for p in (cfg_path, weights):
+    for p in (cfg_path, weights) if required else (weights,):
         if not p.is_file():
             raise CheckpointError(f"{folder}: not an actionbert model folder ({p.name} is missing)")
+    if not cfg_path.is_file():
+        return None, weights
     try:
-        info = json.loads(cfg_path.read_text())
+        return json.loads(cfg_path.read_text()), weights
     except json.JSONDecodeError as e:
         raise CheckpointError(f"{cfg_path}: invalid JSON ({e})") from None
+
+
+def from_pretrained(folder: str | Path, *, map_location: str | torch.device = "cpu") -> tuple[VideoClassifier, dict]:
+    """Rebuild a model from an `actionbert` folder; returns (model in eval mode, inference info)."""
+    info, weights = read_folder_info(folder)
+    cfg_path = Path(folder) / "config.json"
     model = build_checked(info, where=str(cfg_path))
     state = load_safetensors(weights, map_location=map_location)
     validate_model_files(model, state, info, weights=str(weights), config=str(cfg_path))

@@ -304,8 +304,12 @@ def _check_crop(cfg: RunConfig, where: str) -> None:
 def resolve(cfg: RunConfig, *, num_classes: int) -> RunConfig:
     """Fill in what comes from the dataset and the backbone (class count, normalisation preset)."""
     model = cfg.model if cfg.model.num_classes else dataclasses.replace(cfg.model, num_classes=num_classes)
-    norm = cfg.data.norm or get_backbone_spec(cfg.model.backbone).norm
-    return dataclasses.replace(cfg, model=model, data=dataclasses.replace(cfg.data, norm=norm))
+    return dataclasses.replace(cfg, model=model, data=dataclasses.replace(cfg.data, norm=norm_of(cfg)))
+
+
+def norm_of(cfg: RunConfig) -> str:
+    """The run's normalisation preset: data.norm when set, else its backbone's (what pretrained weights expect)."""
+    return cfg.data.norm or get_backbone_spec(cfg.model.backbone).norm
 
 
 def config_to_dict(cfg: RunConfig) -> dict[str, Any]:
@@ -362,7 +366,7 @@ def preprocessing_of(cfg: RunConfig) -> Preprocessing:
     d, m = cfg.data, cfg.model
     try:
         return Preprocessing(resize=Resize.parse(d.resize, keep_aspect=d.keep_aspect), crop_size=m.input_size,
-                             norm=d.norm or get_backbone_spec(m.backbone).norm, clip_len=m.clip_len,
+                             norm=norm_of(cfg), clip_len=m.clip_len,
                              frame_stride=d.frame_stride, hflip=d.hflip, crop_scales=tuple(d.crop_scales))
     except ValueError as e:
         raise ConfigError(f"data/model config: {e}") from None

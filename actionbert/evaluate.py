@@ -1,11 +1,18 @@
 """Evaluation with the paper's protocol: every test window x 10 crops, mean of raw logits per video.
 
 ```
-prepared split -> test items (video, window) -> views (crops) -> model -> logits (V, K)
+prepared split -> test items (video, window) -> DataLoader workers decode them (`workers`)
+  -> batches of `batch_size` items, windows of several videos -> views (crops) -> model -> logits (V, K)
+  -> per video, once all its windows are scored (`eval_records`): a record, appended to `out/videos.jsonl`
   -> clip logits = mean over crops   -> clip-level metrics
   -> video logits = mean over all views of the video -> video-level metrics (top-1/5, mean class accuracy,
      per-class precision/recall, confusion matrix)
 ```
+
+Under torchrun every process takes every world-size-th video (each view scored exactly once, nothing padded);
+with `out`, each appends its records to its own part file and rank 0 merges them. An evaluation killed mid-way
+continues with `resume=True` (`eval --out` again): the videos in the file are skipped, and the report, computed from
+every record, is that of an evaluation that ran through (`eval_output`).
 
 `views` chooses fewer: "all" (all windows x 10 crops, the paper), or "CxV" with C clips per video (evenly
 spread among its test windows, 0 = all) and V crops (1 = centre, 5 = centre and corners, 10 = those five and
@@ -20,6 +27,7 @@ from __future__ import annotations
 
 import csv
 import functools
+from collections import Counter
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable
@@ -29,11 +37,10 @@ from torch.utils.data import DataLoader, Subset
 
 from actionbert import runtime
 from actionbert.checkpoint import CheckpointError, load_model, preprocessing_of
-from actionbert.errors import UsageError
+from actionbert.errors import DataError, UsageError
+from actionbert.eval_output import EvalOutput, settings_of
+from actionbert.eval_records import ORDERS, VideoScores, report_numbers
 from actionbert.fileio import atomic_write_text, to_json
-from actionbert.metrics import classification_report, topk_accuracy
-
-ORDERS = ("original", "reversed", "shuffled")
 
 
 @dataclass(frozen=True)
@@ -70,9 +77,10 @@ EVAL_WORKERS = 2  # loader processes decoding beside the model (as training's da
 def evaluate(model_path: str | Path, *, data: str | Path, split: str = "val", views: str = "all",
              temporal_check: bool = False, out: str | Path | None = None, device: str = "auto",
              precision: str = "fp32", batch_size: int = 4, workers: int = EVAL_WORKERS, seed: int = 0,
-             fast: bool = True,
+             fast: bool = True, resume: bool = False,
              on_batch: Callable[[int, int], None] = lambda done, total: None,
-             on_failure: Callable[[str, str], None] = lambda vid, reason: None) -> dict:
+             on_failure: Callable[[str, str], None] = lambda vid, reason: None,
+             on_start: Callable[[int, int], None] = lambda skipped, total: None) -> dict | None:
     """Evaluate a checkpoint or model folder on a prepared split; returns (and writes) the JSON report.
 
     Args:
@@ -81,84 +89,171 @@ def evaluate(model_path: str | Path, *, data: str | Path, split: str = "val", vi
         split: "val", "train" or "test" (whatever `prepare` wrote).
         views: "all" or "CxV" (see the module docstring).
         temporal_check: also evaluate frame-reversed and frame-shuffled clips.
-        out: folder for `report.json`, `confusion.csv`, `confusion.png`, `predictions.csv` and the page
-            `report.html` (None: write nothing).
-        batch_size: test items (windows) per forward pass; each carries all its crops.
+        out: folder for `videos.jsonl` (one line per video as it completes), then `report.json`,
+            `confusion.csv`, `confusion.png`, `predictions.csv` and the page `report.html` (None: write nothing).
+        batch_size: test items (windows, of one or several videos) per forward pass; each carries all its crops.
         fast: evaluate the prepared inference copy (BatchNorm folded, channels-last, compiled where it pays).
+        resume: continue the unfinished evaluation in `out` (same settings; its videos are skipped) and refuse a
+            finished one; False starts afresh (`eval_output`).
+        on_batch: (windows done, windows to do in this run) after each batch.
+        on_start: (videos found done in `out`, videos in the split), once, on the main process.
+
+    Returns:
+        The report; None on the other processes of a torchrun evaluation (rank 0 reports).
     """
     v = Views.parse(views)
     dev = runtime.select_device(device)
     precision, precision_note = runtime.resolve_precision(dev, precision)
     with runtime.distributed(dev.type) as dist_info:
-        scores, samples, classes, v, notes = _score(model_path, data, split, v, dev, precision, fast, dist_info,
-                                                     seed=seed, batch_size=batch_size, workers=workers,
-                                                     temporal_check=temporal_check, on_batch=on_batch,
-                                                     on_failure=on_failure)
-        parts = runtime.gather_to_main(scores.state(), dist_info)
-    if parts is None:
+        setup = _load(model_path, data, split, v, dev, precision, fast)
+        output = None if out is None else EvalOutput.open(out, lambda: settings_of(
+            model_path, split=split, samples=setup.samples, classes=setup.classes,
+            views={"clips": setup.views.clips, "crops": setup.views.crops}, temporal_check=temporal_check,
+            precision=precision, fast=fast, seed=seed), resume=resume, info=dist_info)
+        done = output.done if output is not None else set()
+        if dist_info.is_main:
+            on_start(sum((i, s.video_id) in done for i, s in enumerate(setup.samples)), len(setup.samples))
+        try:
+            records = _score(setup, dev, "fp32" if fast else precision, fast, dist_info, done=done, seed=seed,
+                             batch_size=batch_size, workers=workers, temporal_check=temporal_check,
+                             on_batch=on_batch, on_failure=on_failure,
+                             on_record=output.write if output is not None else lambda r: None)
+        finally:
+            if output is not None:
+                output.close()  # every finished line is on disk, whatever stopped the run
+        records = output.finish() if output is not None else _gather(records, dist_info)
+    if records is None:
         return None  # another process writes the report
-    scores.merge(parts[1:], samples)
-    notes += [precision_note] if precision_note else []
-    report = _report(scores, samples, classes, v, notes, temporal_check=temporal_check)
+    notes = setup.notes + ([precision_note] if precision_note else [])
+    report = _report(records, setup, notes, temporal_check=temporal_check, seed=seed)
     report = {"model": str(model_path), "data": str(data), "split": split, **report}
     if out is not None:
         write_report(report, Path(out))
     return report
 
 
-def _score(model_path, data, split, v: "Views", dev, precision, fast, dist_info, *, seed, batch_size, workers,
-           temporal_check, on_batch, on_failure):
-    """This process's share of the test windows (every world_size-th video), scored: (_Scores, samples,
-    classes, views, notes)."""
+@dataclass
+class _Setup:
+    """The model to evaluate and what it is evaluated on."""
+
+    model: object
+    samples: list
+    classes: list[str]
+    pre: object  # the model's preprocessing record
+    views: Views  # the views asked for, less the mirrored ones for a model trained without flips
+    notes: list[str]
+
+
+def _load(model_path, data, split, v: Views, dev, precision, fast) -> _Setup:
     from actionbert.data import load_split
     from actionbert.inference import prepare_for_inference
 
     model, info = load_model(model_path, map_location="cpu")
     samples, classes = load_split(data, split)
-    model = prepare_for_inference(model, precision=precision, device=dev) if fast else model.to(dev).eval()
     if list(classes) != list(info["classes"]):
         raise CheckpointError(f"{model_path}: trained on classes {info['classes']} but {data} has {classes}")
+    unlabelled = sum(s.label < 0 for s in samples)
+    if unlabelled:
+        raise DataError(f"{data}: {unlabelled} video(s) of the {split} split have no label; eval needs labelled "
+                        "videos (use `actionbert predict` for unlabelled ones)")
+    model = prepare_for_inference(model, precision=precision, device=dev) if fast else model.to(dev).eval()
     pre = preprocessing_of(info, where=str(model_path))
     notes = []
     if v.crops > pre.test_crops:
         v = Views(v.clips, pre.test_crops)
         notes.append("trained without horizontal flips: mirrored views left out (5 crops)")
-    loader = _test_loader(samples, pre, v, seed=seed, batch_size=batch_size, workers=workers, device=dev,
-                          share=(dist_info.rank, dist_info.world_size))
+    return _Setup(model, samples, list(classes), pre, v, notes)
+
+
+def _score(setup: _Setup, dev, precision, fast, dist_info, *, done: set, seed, batch_size, workers, temporal_check,
+           on_batch, on_failure, on_record) -> list[dict]:
+    """This process's share of the test windows (every world_size-th video, less those `done`), scored: one
+    record per video, handed to `on_record` as soon as the video is complete."""
+    skip = {i for i, s in enumerate(setup.samples) if (i, s.video_id) in done}
+    loader, expected = _test_loader(setup.samples, setup.pre, setup.views, seed=seed, batch_size=batch_size,
+                                    workers=workers, device=dev, share=(dist_info.rank, dist_info.world_size),
+                                    skip=skip)
     orders = ORDERS if temporal_check else ORDERS[:1]
-    scores = _Scores(orders, torch.randperm(pre.clip_len, generator=torch.Generator().manual_seed(seed)))
+    shuffle = _shuffle(setup.pre.clip_len, seed)
+    scores = VideoScores(setup.samples, setup.classes, orders, expected)
+    forward = _Forward(setup.model, batch_size, orders, shuffle, dev, precision, warm_up=fast)
+    records, windows = [], 0
     with torch.inference_mode():
         for batch in loader:
-            scores.add(batch, model, shuffle=scores.shuffle, device=dev, precision="fp32" if fast else precision,
-                       on_failure=on_failure)  # the prepared (fast) copy autocasts itself
-            on_batch(scores.done, len(loader.dataset))
-    return scores, samples, classes, v, notes
+            for vid, reason in batch["failures"]:
+                on_failure(vid, reason)
+            logits = forward(batch["video"]) if batch["video"] is not None else {}
+            for record in scores.add(batch, logits):
+                on_record(record)
+                records.append(record)
+            windows += len(batch["video_id"]) + len(batch["failures"])
+            on_batch(windows, len(loader.dataset))
+    return records
 
 
-def _report(scores: "_Scores", samples, classes, v: "Views", notes: list[str], *, temporal_check: bool) -> dict:
-    failed_ids = {f["video_id"] for f in scores.failures}
-    ids = [s.video_id for s in samples if s.video_id in scores.labels and s.video_id not in failed_ids]
+def _shuffle(clip_len: int, seed: int) -> torch.Tensor:
+    """The temporal check's fixed frame permutation of a run."""
+    return torch.randperm(clip_len, generator=torch.Generator().manual_seed(seed))
+
+
+class _Forward:
+    """Logits (B, V, K) per frame order of a batch of test items (B, V, 3, T, S, S). Every model call has the
+    same shape, batch_size x V clips (zero clips fill a short batch), and the prepared model's compile decision
+    for that shape is taken on zeros before the first real batch: a window's logits do not depend on the batch
+    it came in, so a resumed or sharded evaluation scores every window as one that ran through."""
+
+    def __init__(self, model, batch_size: int, orders, shuffle: torch.Tensor, device, precision: str, *,
+                 warm_up: bool) -> None:
+        self.model, self.batch_size, self.orders, self.shuffle = model, batch_size, orders, shuffle
+        self.device, self.precision, self.warm = device, precision, not warm_up
+
+    def __call__(self, x: torch.Tensor) -> dict[str, torch.Tensor]:
+        B, V = x.shape[:2]
+        flat = x.flatten(0, 1)  # (B*V, 3, T, S, S)
+        if B < self.batch_size:
+            flat = torch.cat([flat, flat.new_zeros((self.batch_size - B) * V, *flat.shape[1:])])
+        if not self.warm:
+            for _ in range(2):
+                self._run(torch.zeros_like(flat))
+            self.warm = True
+        clips = {"original": lambda: flat, "reversed": lambda: flat.flip(2),
+                 "shuffled": lambda: flat[:, :, self.shuffle]}
+        return {o: self._run(clips[o]())[:B * V].view(B, V, -1) for o in self.orders}
+
+    def _run(self, clips: torch.Tensor) -> torch.Tensor:
+        with runtime.autocast(self.device, self.precision):  # the prepared (fast) copy autocasts itself: fp32 here
+            return self.model(clips.to(self.device)).float().cpu()
+
+
+def _gather(records: list[dict], dist_info) -> list[dict] | None:
+    """Every process's records on rank 0, in split order (None elsewhere)."""
+    parts = runtime.gather_to_main(records, dist_info)
+    return None if parts is None else sorted((r for part in parts for r in part), key=lambda r: r["index"])
+
+
+def _report(records: list[dict], setup: _Setup, notes: list[str], *, temporal_check: bool, seed: int) -> dict:
+    numbers = report_numbers(records, setup.classes, temporal_check=temporal_check,
+                             shuffle=_shuffle(setup.pre.clip_len, seed).tolist())
+    v = setup.views
     report: dict = {
-        "classes": list(classes),
+        "classes": list(setup.classes),
         "views": {"clips_per_video": v.clips or "all", "crops": v.crops,
-                  "mean_views_per_video": (sum(scores.views[i] for i in ids) / len(ids)) if ids else 0},
-        "num_videos": len(samples), "evaluated_videos": len(ids),
-        "failures": _per_video(scores.failures),
+                  "mean_views_per_video": numbers.pop("mean_views_per_video")},
+        "num_videos": len(setup.samples), "evaluated_videos": numbers.pop("evaluated_videos"),
+        "failures": numbers.pop("failures"),
         "notes": notes,
     }
-    if not ids:
-        report["video"] = {"top1": None, "mean_class_accuracy": None}  # undefined: null, never NaN
-        report["note"] = "no video could be evaluated"
-    else:
-        report.update(scores.metrics(ids, classes, temporal_check=temporal_check, shuffle=scores.shuffle))
+    report.update(numbers)
     return report
 
 
 def _test_loader(samples, pre, v: Views, *, seed: int, batch_size: int, workers: int,
-                 device: torch.device, share: tuple[int, int] = (0, 1)) -> DataLoader:
+                 device: torch.device, share: tuple[int, int] = (0, 1),
+                 skip: set[int] = frozenset()) -> tuple[DataLoader, dict[int, int]]:
     """The chosen test windows of `samples`, each item carrying its `v.crops` views of the record `pre`; with
     `share` = (rank, world size) only every world-size-th video's, so a video's views stay in one process and
-    every view is evaluated exactly once (no padding)."""
+    every view is evaluated exactly once (no padding); the videos `skip` (sample indices) left out. Also
+    returns, per sample index, the number of its windows in the loader."""
     from actionbert.data import VideoClipDataset, collate_clips
     from actionbert.data.transforms import transforms_for
 
@@ -167,106 +262,11 @@ def _test_loader(samples, pre, v: Views, *, seed: int, batch_size: int, workers:
     dataset = VideoClipDataset(samples, preprocessing=pre, mode="test", transform=transform, seed=seed)
     rank, world = share
     chosen = [i for i, (s, k, count) in enumerate(dataset.items)
-              if s % world == rank and k in select_windows(count, v.clips)]
-    return DataLoader(Subset(dataset, chosen), batch_size=batch_size, shuffle=False, num_workers=workers,
-                      collate_fn=collate_clips, pin_memory=device.type == "cuda")
-
-
-class _Scores:
-    """Logits summed per video and kept per clip, for each frame order, as batches come in."""
-
-    def __init__(self, orders: tuple[str, ...], shuffle: torch.Tensor):
-        self.orders, self.shuffle = orders, shuffle
-        self.video_sum: dict[str, dict[str, torch.Tensor]] = {o: {} for o in orders}
-        self.views: dict[str, int] = {}
-        self.clip_logits: dict[str, list[torch.Tensor]] = {o: [] for o in orders}
-        self.clip_labels: list[int] = []
-        self.labels: dict[str, int] = {}
-        self.failures: list[dict] = []
-        self.done = 0
-
-    FIELDS = ("video_sum", "views", "clip_logits", "clip_labels", "labels", "failures")
-
-    def state(self) -> dict:
-        return {k: getattr(self, k) for k in self.FIELDS}
-
-    def merge(self, others: list[dict], samples) -> None:
-        """Add other processes' `state()`s (each video lives in one process); failures in split order."""
-        for other in others:
-            for order in self.orders:
-                self.video_sum[order].update(other["video_sum"][order])
-                self.clip_logits[order] += other["clip_logits"][order]
-            self.views.update(other["views"])
-            self.labels.update(other["labels"])
-            self.clip_labels += other["clip_labels"]
-            self.failures += other["failures"]
-        position = {s.video_id: i for i, s in enumerate(samples)}
-        self.failures.sort(key=lambda f: position.get(f["video_id"], len(position)))
-
-    def add(self, batch: dict, model, *, shuffle: torch.Tensor, device: torch.device, precision: str,
-            on_failure: Callable[[str, str], None]) -> None:
-        for vid, reason in batch["failures"]:
-            self.failures.append({"video_id": vid, "reason": reason})
-            on_failure(vid, reason)
-        self.done += len(batch["video_id"]) + len(batch["failures"])
-        if batch["video"] is None:
-            return
-        x = batch["video"]  # (B, V, 3, T, S, S)
-        B, V = x.shape[:2]
-        flat = x.flatten(0, 1)  # (B*V, 3, T, S, S)
-        for order in self.orders:
-            clip = {"original": flat, "reversed": flat.flip(2), "shuffled": flat[:, :, shuffle]}[order]
-            with runtime.autocast(device, precision):
-                logits = model(clip.to(device)).float().cpu().view(B, V, -1)  # (B, V, K)
-            self.clip_logits[order].append(logits.mean(dim=1))  # (B, K): mean over crops
-            for i, vid in enumerate(batch["video_id"]):
-                acc = self.video_sum[order]
-                acc[vid] = acc.get(vid, 0) + logits[i].sum(dim=0)
-        for i, vid in enumerate(batch["video_id"]):
-            self.views[vid] = self.views.get(vid, 0) + V
-            self.labels[vid] = int(batch["label"][i])
-            self.clip_labels.append(int(batch["label"][i]))
-
-    def metrics(self, ids: list[str], classes: list[str], *, temporal_check: bool, shuffle: torch.Tensor) -> dict:
-        """Video-level (mean of all views' logits) and clip-level metrics of the videos `ids`."""
-        y = torch.tensor([self.labels[i] for i in ids], dtype=torch.long)
-        per_video = {o: torch.stack([self.video_sum[o][i] / self.views[i] for i in ids]) for o in self.orders}
-        cl = torch.tensor(self.clip_labels, dtype=torch.long)
-        report = {"video": classification_report(per_video["original"], y, classes),
-                  "clip": {"num_clips": int(cl.numel()),
-                           "top1": topk_accuracy(torch.cat(self.clip_logits["original"]), cl, 1)}}
-        if temporal_check:
-            tc = {o: {"top1": topk_accuracy(per_video[o], y, 1),
-                      "clip_top1": topk_accuracy(torch.cat(self.clip_logits[o]), cl, 1),
-                      "per_class": classification_report(per_video[o], y, classes)["per_class"]} for o in self.orders}
-            tc["order_dependence"] = tc["original"]["top1"] - tc["shuffled"]["top1"]
-            tc["shuffle_permutation"] = shuffle.tolist()
-            report["temporal_check"] = tc
-        report["predictions"] = video_rows(ids, per_video["original"], [classes[self.labels[i]] for i in ids],
-                                           classes)
-        return report
-
-
-def _per_video(failures: list[dict]) -> list[dict]:
-    """One entry per failed video (a video fails in each of its test windows): its first reason and the
-    number of its windows that failed."""
-    out: dict[str, dict] = {}
-    for f in failures:
-        entry = out.setdefault(f["video_id"], {"video_id": f["video_id"], "reason": f["reason"], "windows": 0})
-        entry["windows"] += 1
-    return list(out.values())
-
-
-def video_rows(ids: list[str], logits: torch.Tensor, labels: list[str], classes: list[str]) -> list[dict]:
-    """One row per video: its label, the predicted class and the scores of every class: `probabilities`, the
-    softmax of the video's mean raw logits over all its views (windows x crops, the paper's protocol: the
-    predicted class is their argmax), and those mean `logits`."""
-    probs = logits.softmax(dim=1)  # (N, K)
-    return [{"video_id": vid, "label": label, "predicted": classes[int(logits[j].argmax())],
-             "label_probability": round(float(probs[j, classes.index(label)]), 4),
-             "predicted_probability": round(float(probs[j].max()), 4),
-             "probabilities": [float(p) for p in probs[j]], "logits": [float(v) for v in logits[j]]}
-            for j, (vid, label) in enumerate(zip(ids, labels))]
+              if s % world == rank and s not in skip and k in select_windows(count, v.clips)]
+    expected = Counter(dataset.items[i][0] for i in chosen)
+    loader = DataLoader(Subset(dataset, chosen), batch_size=batch_size, shuffle=False, num_workers=workers,
+                        collate_fn=collate_clips, pin_memory=device.type == "cuda")
+    return loader, dict(expected)
 
 
 def _first_views(ten_crop, n: int):
@@ -280,10 +280,14 @@ def _take_views(frames, rng=None, *, transform, n: int) -> torch.Tensor:
 
 
 def write_report(report: dict, out: Path) -> None:
+    """The report's files; `report.json` last (its presence marks a finished evaluation, see `eval_output`)."""
     out.mkdir(parents=True, exist_ok=True)
+    if "confusion_matrix" in report.get("video", {}):
+        _write_tables(report, out)
     atomic_write_text(out / "report.json", to_json(report))
-    if "confusion_matrix" not in report.get("video", {}):
-        return
+
+
+def _write_tables(report: dict, out: Path) -> None:
     classes, cm = report["classes"], report["video"]["confusion_matrix"]
     with open(out / "confusion.csv", "w", newline="") as f:
         w = csv.writer(f)

@@ -1,4 +1,4 @@
-"""Aligned plain-text tables for the command line (formatting only; `cli.py` prints them)."""
+"""Aligned plain-text tables for the command line (formatting only; the `cli` package prints them)."""
 
 from __future__ import annotations
 

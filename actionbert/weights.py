@@ -37,7 +37,6 @@ both shapes.
 
 from __future__ import annotations
 
-import json
 import re
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -45,7 +44,7 @@ from typing import Any, Callable
 
 import torch
 
-from actionbert.checkpoint import CheckpointError, load_checkpoint, load_safetensors
+from actionbert.checkpoint import CheckpointError, load_checkpoint, load_safetensors, read_folder_info
 from actionbert.hub import lookup, resolve
 from actionbert.models import VideoClassifier, get_backbone_spec
 from actionbert.weights_registry import WeightsEntry
@@ -74,15 +73,8 @@ def read_weights(path: str | Path, *, map_location: str | torch.device = "cpu") 
     """
     path = Path(path)
     if path.is_dir():
-        weights = path / "model.safetensors"
-        if not weights.is_file():
-            raise CheckpointError(f"{path}: a folder, but not an actionbert model folder (no model.safetensors)")
-        config = path / "config.json"
-        try:
-            meta = {"inference": json.loads(config.read_text())} if config.is_file() else {}
-        except json.JSONDecodeError as e:
-            raise CheckpointError(f"{config}: invalid JSON ({e})") from None
-        return load_safetensors(weights, map_location=map_location), meta
+        info, weights = read_folder_info(path, required=False)
+        return load_safetensors(weights, map_location=map_location), ({} if info is None else {"inference": info})
     if path.suffix == ".safetensors":
         return load_safetensors(path, map_location=map_location), {}
     obj = load_checkpoint(path, map_location=map_location)
@@ -194,12 +186,8 @@ def reference_family(state: StateDict) -> str | None:
 
 
 def filter_torchvision(state_dict: StateDict, model: VideoClassifier) -> StateDict:
-    """torchvision VideoResNet (r2plus1d_18, r3d_18, mc3_18): `stem/layerK.*` -> `backbone.*`; `fc.*` stays."""
-    return rename_keys(strip_prefixes(state_dict), VIDEORESNET_RULES)
-
-
-def filter_ig65m(state_dict: StateDict, model: VideoClassifier) -> StateDict:
-    """IG-65M r2plus1d_34 release files: torchvision key names (the wider mid convs only change shapes)."""
+    """torchvision VideoResNet (r2plus1d_18, r3d_18, mc3_18): `stem/layerK.*` -> `backbone.*`; `fc.*` stays.
+    Also the IG-65M r2plus1d_34 release files: the same key names (their wider mid convs only change shapes)."""
     return rename_keys(strip_prefixes(state_dict), VIDEORESNET_RULES)
 
 
@@ -227,7 +215,7 @@ def filter_actionbert(state_dict: StateDict, model: VideoClassifier) -> StateDic
 
 FILTERS: dict[str, Callable[[StateDict, VideoClassifier], StateDict]] = {
     "torchvision": filter_torchvision,
-    "ig65m": filter_ig65m,
+    "ig65m": filter_torchvision,
     "hara": filter_hara,
     "reference": filter_reference,
     "actionbert": filter_actionbert,

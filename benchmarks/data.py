@@ -8,16 +8,17 @@ of random 32-frame training clips (uniform start, consecutive frames), each deli
 resolution:
 
 - (a) video: `decode.read_frames` with the decoded frame count from `prepare`, one seek to the nearest
-  keyframe when that saves work, sequential decoding, RGB conversion and resize to 171 x 128 of the 32 kept
-  frames in one swscale step;
-- (b) cache: `cache.read_cached` from the memory-mapped `.npy` file (frames stored at 171 x 128);
+  keyframe when that saves work, sequential decoding, RGB conversion and resize to the record's 170 x 128 of
+  the 32 kept frames in one swscale step;
+- (b) cache: `cache.read_cached` from the memory-mapped `.npy` file `prepare --cache` writes (frames stored as
+  the record asks, 170 x 128; its disk cost per frame is printed);
 - (c) JPEG folders as the reference stores them (`img_00001.jpg`, ..., full 320 x 240 frames, quality 95):
   32 files opened with PIL, converted to RGB and resized to 170 x 128 as the reference does before cropping;
   (c') the same with OpenCV's `imread` + `resize`, the reference loader's own calls.
 
 Everything runs in one thread (torch, OpenCV, FFmpeg decoder and scaler), and speed is clips per CPU-second of
-this process: clips per second per core, independent of what else the machine runs. Targets from the issue:
-(b) >= 10x (c), (a) >= (c).
+this process: clips per second per core, independent of what else the machine runs. Targets from the issues:
+(b) >= 10x (c), (a) >= (c) (issue 3); (b) >= 10x (a) (issue 12).
 """
 
 from __future__ import annotations
@@ -104,8 +105,8 @@ def main(argv: list[str] | None = None) -> int:
     import torch
     from PIL import Image
 
-    from actionbert.data.cache import cache_file, cache_video, read_cached
-    from actionbert.data.decode import read_frames, short_side_size
+    from actionbert.data.cache import DEFAULT_CACHE_RESIZE, cache_file, cache_video, read_cached
+    from actionbert.data.decode import read_frames
 
     torch.set_num_threads(1)
     cv2.setNumThreads(1)
@@ -130,7 +131,9 @@ def main(argv: list[str] | None = None) -> int:
                 for i, frame in enumerate(read_frames(path, range(info.num_frames)).numpy(), start=1):
                     Image.fromarray(frame).save(jpeg_dir / f"img_{i:05d}.jpg", quality=95)
                 videos.append((path, info, cache, jpeg_dir))
-            size = short_side_size(240, 320, 128)
+            size = DEFAULT_CACHE_RESIZE(240, 320)  # what the cache stores: the default record's resize
+            cached_frames = sum(v[1].num_frames for v in videos)
+            npy_bytes = sum(v[2].stat().st_size for v in videos)
             clips = []
             for _ in range(args.clips):
                 path, info, cache, jpeg_dir = rng.choice(videos)
@@ -147,17 +150,17 @@ def main(argv: list[str] | None = None) -> int:
                 out = []
                 for i in c[4]:
                     with Image.open(c[3] / f"img_{i + 1:05d}.jpg") as img:
-                        out.append(np.asarray(img.convert("RGB").resize((170, 128), Image.BILINEAR)))
+                        out.append(np.asarray(img.convert("RGB").resize(size[::-1], Image.BILINEAR)))
                 return np.stack(out)
 
             def from_jpeg_cv2(c):
-                return np.stack([cv2.cvtColor(cv2.resize(cv2.imread(str(c[3] / f"img_{i + 1:05d}.jpg")), (170, 128),
+                return np.stack([cv2.cvtColor(cv2.resize(cv2.imread(str(c[3] / f"img_{i + 1:05d}.jpg")), size[::-1],
                                                          interpolation=cv2.INTER_LINEAR), cv2.COLOR_BGR2RGB)
                                  for i in c[4]])
 
             assert from_video(clips[0]).shape == from_cache(clips[0]).shape == (CLIP_LEN, *size, 3)
             kbps = sum(v[0].stat().st_size for v in videos) * 8 / (len(videos) * args.frames / 25) / 1000
-            row = {"codec": label, "kbit/s": kbps}
+            row = {"codec": label, "kbit/s": kbps, "bytes/frame": npy_bytes / cached_frames, "size": size}
             for name, fn, n in (("(a) video", from_video, args.clips), ("(b) cache", from_cache, 10 * args.clips),
                                 ("(c) jpeg PIL", from_jpeg_pil, args.clips),
                                 ("(c') jpeg cv2", from_jpeg_cv2, args.clips)):
@@ -171,15 +174,21 @@ def main(argv: list[str] | None = None) -> int:
 
     names = ["(a) video", "(b) cache", "(c) jpeg PIL", "(c') jpeg cv2"]
     print("\n32-frame training clip reads, clips per second per core (CPU time; wall-clock in brackets)")
-    header = f"{'codec':<20} {'kbit/s':>7} " + " ".join(f"{n:>20}" for n in names) + f" {'b/c':>6} {'a/c':>6}"
+    header = (f"{'codec':<20} {'kbit/s':>7} " + " ".join(f"{n:>20}" for n in names)
+              + f" {'b/c':>6} {'a/c':>6} {'b/a':>6}")
     print(header)
     print("-" * len(header))
     for row in results:
         cells = " ".join(f"{row[n][0]:>10.1f} [{row[n][1]:>7.1f}]" for n in names)
         ratio_b = row["(b) cache"][0] / row["(c) jpeg PIL"][0]
         ratio_a = row["(a) video"][0] / row["(c) jpeg PIL"][0]
-        print(f"{row['codec']:<20} {row['kbit/s']:>7.0f} {cells} {ratio_b:>6.1f} {ratio_a:>6.2f}")
-    print("\ntargets: b/c >= 10, a/c >= 1 (c = PIL JPEG folders)")
+        ratio_ba = row["(b) cache"][0] / row["(a) video"][0]
+        print(f"{row['codec']:<20} {row['kbit/s']:>7.0f} {cells} {ratio_b:>6.1f} {ratio_a:>6.2f} {ratio_ba:>6.1f}")
+    print("\ntargets: b/c >= 10, a/c >= 1 (c = PIL JPEG folders), b/a >= 10")
+    for row in results:
+        h, w = row["size"]
+        print(f"cache disk cost ({row['codec']}): {row['bytes/frame']:,.0f} bytes per {w}x{h} frame "
+              f"({row['bytes/frame'] / 1024:.2f} KiB, .npy header included)")
     return 0
 
 

@@ -18,7 +18,8 @@ import torch
 import torch.distributed as dist
 import torch.nn.functional as F
 
-import actionbert.train
+import actionbert.train.loaders
+import actionbert.train.steps
 from actionbert.cli import main
 
 RANK = int(os.environ.get("RANK", "0"))
@@ -54,10 +55,10 @@ def _inject(fault: str) -> None:
 
         ddp.__init__ = summing_init
     elif fault == "same_shard":
-        sampler = actionbert.train.DistributedSampler
-        actionbert.train.DistributedSampler = lambda *a, **kw: sampler(*a, **{**kw, "rank": 0})
+        sampler = actionbert.train.loaders.DistributedSampler
+        actionbert.train.loaders.DistributedSampler = lambda *a, **kw: sampler(*a, **{**kw, "rank": 0})
     elif fault == "drop" and RANK == 1:
-        actionbert.train.F = types.SimpleNamespace(cross_entropy=lambda *a, **kw: 0 * F.cross_entropy(*a, **kw))
+        actionbert.train.steps.F = types.SimpleNamespace(cross_entropy=lambda *a, **kw: 0 * F.cross_entropy(*a, **kw))
     elif fault not in ("", "drop"):
         raise SystemExit(f"unknown DDP_TEST_FAULT {fault!r}")
 

@@ -130,25 +130,13 @@ def cut_clips(videos: Sequence[str | os.PathLike], out: str | os.PathLike, *, me
             not a record of this command, or a source already cut into `out` (without `overwrite`); nothing is
             cut or deleted then.
     """
-    if method not in METHODS:
-        raise ClipSpecError(f"unknown method {method!r}; choose one of {METHODS}")
-    if method == "fixed" and (length <= 0 or (stride is not None and stride <= 0)):
-        raise ClipSpecError(f"fixed windows need length > 0 and stride > 0, got {length}, {stride}")
+    plan, sources = _plan(method, videos, length, stride, csv_file)
     out = Path(out)
-    if method == "csv":
-        if csv_file is None:
-            raise ClipSpecError("method 'csv' needs a cut list (csv_file)")
-        plan = read_cut_list(csv_file, videos)
-        sources = list(plan)
-    else:
-        plan = {}
-        sources = [Path(v) for v in videos]
     rows = _previous_rows(out, sources, overwrite)
     report = ClipReport(csv_path=out / CLIPS_CSV)
     used_names: set[Path] = set()
     out.mkdir(parents=True, exist_ok=True)
     for number, source in enumerate(sources, start=1):
-        name = source.name
         try:
             table = frame_table(source)
         except VideoDecodeError as e:
@@ -161,33 +149,61 @@ def cut_clips(videos: Sequence[str | os.PathLike], out: str | os.PathLike, *, me
         elif method == "fixed":
             segments = _fixed_segments(table, length, stride or length, keep_last)
         else:
-            segments = []
-            video_end = _time_of(table, len(table.times))
-            for start, end, label, where in plan[source]:
-                if start >= video_end:
-                    report.problems.append((str(source), f"{where}: start {start:.3f} s is at or after the "
-                                                         f"video's end ({video_end:.3f} s)"))
-                    continue
-                first, stop = _frame_at(table, start), _frame_at(table, end)
-                if stop > first:
-                    segments.append(_Segment(first, stop, label))
+            segments = _listed_segments(source, table, plan[source], report)
         segments = [s for s in segments if _seconds(table, s) >= min_duration and s.end_frame > s.start_frame]
-        for k, segment in enumerate(segments, start=1):
-            folder = out / _safe(segment.label) if segment.label else out
-            target = _unique(folder / f"{source.stem}_{k:04d}", used_names, (".mp4", source.suffix.lower()))
-            try:
-                record = _write_clip(source, target, table, segment, copy)
-            except (VideoDecodeError, av.error.FFmpegError, OSError) as e:
-                report.problems.append((str(source), f"clip {k} (frames {segment.start_frame}-"
-                                                     f"{segment.end_frame - 1}) not written: {e}"))
-                continue
-            report.clips.append(record)
-            rows.append(_row(record, out))
-            if progress is not None:
-                progress(f"cut {name}", k, len(segments))
+        _cut_source(source, table, segments, out, copy, used_names, report, rows, progress)
         write_clip_rows(report.csv_path, rows)  # after each source: an interrupted run keeps these records
     write_clip_rows(report.csv_path, rows)
     return report
+
+
+def _plan(method: str, videos: Sequence[str | os.PathLike], length: float, stride: float | None,
+          csv_file: str | os.PathLike | None) -> tuple[dict, list[Path]]:
+    """(the cut list's rows by source, the sources in order) after checking the method's options."""
+    if method not in METHODS:
+        raise ClipSpecError(f"unknown method {method!r}; choose one of {METHODS}")
+    if method == "fixed" and (length <= 0 or (stride is not None and stride <= 0)):
+        raise ClipSpecError(f"fixed windows need length > 0 and stride > 0, got {length}, {stride}")
+    if method == "csv":
+        if csv_file is None:
+            raise ClipSpecError("method 'csv' needs a cut list (csv_file)")
+        plan = read_cut_list(csv_file, videos)
+        return plan, list(plan)
+    return {}, [Path(v) for v in videos]
+
+
+def _listed_segments(source: Path, table: FrameTable, listed: list, report: ClipReport) -> list[_Segment]:
+    """The segments of one source's cut-list rows; a row starting at or after the video's end is a problem."""
+    segments = []
+    video_end = _time_of(table, len(table.times))
+    for start, end, label, where in listed:
+        if start >= video_end:
+            report.problems.append((str(source), f"{where}: start {start:.3f} s is at or after the "
+                                                 f"video's end ({video_end:.3f} s)"))
+            continue
+        first, stop = _frame_at(table, start), _frame_at(table, end)
+        if stop > first:
+            segments.append(_Segment(first, stop, label))
+    return segments
+
+
+def _cut_source(source: Path, table: FrameTable, segments: list[_Segment], out: Path, copy: bool, used_names: set[Path],
+                report: ClipReport, rows: list[dict], progress: Progress | None) -> None:
+    """Write one source's segments as clips, adding each to the report and to `rows`; a clip that cannot be
+    written is a problem and the others are still cut."""
+    for k, segment in enumerate(segments, start=1):
+        folder = out / _safe(segment.label) if segment.label else out
+        target = _unique(folder / f"{source.stem}_{k:04d}", used_names, (".mp4", source.suffix.lower()))
+        try:
+            record = _write_clip(source, target, table, segment, copy)
+        except (VideoDecodeError, av.error.FFmpegError, OSError) as e:
+            report.problems.append((str(source), f"clip {k} (frames {segment.start_frame}-"
+                                                 f"{segment.end_frame - 1}) not written: {e}"))
+            continue
+        report.clips.append(record)
+        rows.append(_row(record, out))
+        if progress is not None:
+            progress(f"cut {source.name}", k, len(segments))
 
 
 def _row(r: ClipRecord, out: Path) -> dict:

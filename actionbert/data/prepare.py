@@ -42,7 +42,6 @@ Split: `splits.py` (stratified per class, seeded; clips cut from one video stay 
 
 from __future__ import annotations
 
-import json
 import os
 import time
 from concurrent.futures import ThreadPoolExecutor
@@ -121,22 +120,20 @@ def prepare_dataset(data: str | os.PathLike, out: str | os.PathLike, *, layout: 
                     cache_short_side: int = CACHE_SHORT_SIDE, cache_resize: Resize = DEFAULT_CACHE_RESIZE,
                     workers: int = 2, group_by: str = "auto",
                     clip_len: int | None = DEFAULT_CLIP_LEN, progress: Progress | None = None) -> PrepareReport:
-    """Index, check, split and optionally cache a dataset (see the module docstring for files and rules).
+    """Index, check, split and optionally cache a dataset; returns a `PrepareReport` (files and rules: see the
+    module docstring).
 
     Args:
         data: the dataset: a folder (folder, ucf101, hmdb51 layouts) or a list/CSV file.
         out: output folder (created).
         layout: a key of `LAYOUTS`, or "auto".
-        root: folder that relative paths in list files resolve against; default: the list file's folder
-            (for folder-like layouts, `data` itself).
-        classes: declared class names in label order: a file (one name per line, or "<index> <name>" lines
-            like classInd.txt) or a list. Entries with other classes are reported as unknown. Default: the
-            layout's own list (UCF101, HMDB51) or every class seen, sorted (integer labels keep their value;
-            labels typed in a list or CSV are checked, see `labels.py`).
-        split_files: the user's own split, {"train": file, "val": file[, "test": file]}. For list layouts
-            each file is a list in that layout's format; for the folder layout each line names a video by
-            its path relative to `data` (anything after the path is ignored) and unlisted videos are left
-            out.
+        root: where relative paths in list files start; default: the list file's folder (folder layouts: `data`).
+        classes: declared class names in label order: a file (one name, or classInd.txt's "<index> <name>", per
+            line) or a list; entries of other classes are reported as unknown. Default: the layout's own list
+            (UCF101, HMDB51) or every class seen, sorted (integer labels keep their value; see `labels.py`).
+        split_files: the user's own split, {"train": file, "val": file[, "test": file]}: lists in the layout's
+            format; for the folder layout each line names a video by its path relative to `data` (the rest of
+            the line is ignored) and unlisted videos are left out.
         split: official split number for ucf101 / hmdb51 (1..3).
         annotations: folder with the ucf101 / hmdb51 split files; default `data`.
         val_fraction: share of each class moved to val when the input does not define a val split.
@@ -147,14 +144,10 @@ def prepare_dataset(data: str | os.PathLike, out: str | os.PathLike, *, layout: 
         cache_short_side: short side in pixels of exported JPEG frames (`frames`).
         cache_resize: resize rule of the cached frames: the model record's `resize` (default: the default's).
         workers: threads probing (and caching) videos in parallel.
-        group_by: "auto": a video listed in a clips.csv written by `clips.cut_clips` (in its folder or a
-            parent folder up to `root`) is grouped with the other clips of its source video, and groups are
-            never split between train and val; "none": every video alone (the plain per-video split).
+        group_by: "auto": a video listed in a clips.csv of `clips.cut_clips` (in its folder or one above, up to
+            `root`) stays in one split with the other clips of its source video; "none": every video alone.
         clip_len: frames of a training clip: a shorter video gets the "short" caveat; None: no such caveat.
         progress: `progress(stage, done, total)` callback; no printing happens here.
-
-    Returns:
-        A `PrepareReport`.
 
     Raises:
         FileNotFoundError / ValueError: the input cannot be used as a whole (nothing is written then).
@@ -163,6 +156,26 @@ def prepare_dataset(data: str | os.PathLike, out: str | os.PathLike, *, layout: 
     data, out = Path(data), Path(out)
     root = Path(root) if root is not None else (data if data.is_dir() else data.parent)
     layout = _layout(data, root, layout, split_files, group_by, clip_len)
+    listing, entries, problems = _index(layout, data, root, classes, split_files, split, annotations)
+    cache_dir = out / CACHE_DIRNAME if cache else None  # one decoding pass per video measures it and caches it
+    infos = _probe_all(entries, workers, progress, cache_dir, cache_resize)
+    usable, cache_bytes = _usable(entries, infos, cache_dir, min_frames, clip_len, problems)
+    class_names, groups, rows = _split(usable, listing, data, root, group_by, val_fraction, seed, problems)
+    _write_outputs(out, class_names, rows, usable if frames else None, cache_short_side, workers, progress,
+                   problems)
+    report = _report(out, layout, class_names, rows, problems, usable, groups, cache_bytes, started)
+    options = {"data": os.path.abspath(data), "layout": layout, "root": os.path.abspath(root), "split": split,
+               "val_fraction": val_fraction, "seed": seed, "group_by": group_by, "min_frames": min_frames,
+               "clip_len": clip_len, "cache": cache, "frames": frames, "cache_short_side": cache_short_side,
+               "cache_resize": cache_resize.to_dict()}
+    _write_record(out / "prepare.json", options, report)
+    return report
+
+
+def _index(layout: str, data: Path, root: Path, classes, split_files, split: int,
+           annotations) -> tuple[Listing, list[Entry], list[Problem]]:
+    """(the listing with the declared classes, its checked entries, the problems so far); a DataError for
+    fewer than two classes, a ValueError for labels that mix names and indices."""
     declared = _declared_classes(classes)
     listing = list_entries(layout, data, root, declared, split_files, split, Path(annotations or data))
     problems = list(listing.problems)
@@ -172,11 +185,12 @@ def prepare_dataset(data: str | os.PathLike, out: str | os.PathLike, *, layout: 
     if declared is None and layout in _TYPED_LABELS:
         entries = check_inferred_labels(entries, problems)  # raises on names mixed with indices
     _require_two_classes(_class_list(listing.classes, entries), data)
-    # one decoding pass per video measures it and, with `cache`, writes its cache file at the same time
-    cache_dir = out / CACHE_DIRNAME if cache else None
-    infos = _probe_all(entries, workers, progress, cache_dir, cache_resize)
-    usable, cache_bytes = _usable(entries, infos, cache_dir, min_frames, clip_len, problems)
+    return listing, entries, problems
 
+
+def _split(usable: list[_Usable], listing: Listing, data: Path, root: Path, group_by: str, val_fraction: float,
+           seed: int, problems: list[Problem]) -> tuple[list[str], list[str], dict[str, list[dict]]]:
+    """(class names in label order, each usable video's split group, the rows of each split)."""
     class_names = _class_list(listing.classes, [u.entry for u in usable])
     if listing.classes is None:  # classes made from the labels: integer labels may leave classes empty
         problems += filter(None, [empty_index_classes(class_names, {u.entry.class_name for u in usable}, str(data))])
@@ -184,27 +198,35 @@ def prepare_dataset(data: str | os.PathLike, out: str | os.PathLike, *, layout: 
     if group_by == "auto":
         groups = clip_groups([u.entry.path for u in usable], root, problems)
     assigned = assign_splits([u.entry for u in usable], val_fraction, seed, groups if group_by == "auto" else None)
-    rows = _split_rows(usable, assigned, groups, class_names)
+    return class_names, groups, _split_rows(usable, assigned, groups, class_names)
+
+
+def _write_outputs(out: Path, class_names: list[str], rows: dict[str, list[dict]], frames_of: list[_Usable] | None,
+                   short_side: int, workers: int, progress: Progress | None, problems: list[Problem]) -> None:
+    """classes.txt and the split CSVs, the frame folders of `frames_of` (None: none), then problems.csv."""
     _write_lists(out, class_names, rows)
-    if frames:
-        _write_frames(rows, {u.entry.video_id: u.info for u in usable}, out, cache_short_side, workers, progress,
+    if frames_of is not None:
+        _write_frames(rows, {u.entry.video_id: u.info for u in frames_of}, out, short_side, workers, progress,
                       problems)
     write_problems(out / "problems.csv", problems)
+
+
+def _report(out: Path, layout: str, class_names: list[str], rows: dict[str, list[dict]], problems: list[Problem],
+            usable: list[_Usable], groups: list[str], cache_bytes: int, started: float) -> PrepareReport:
     counts = {s: len(rows[s]) for s in SPLITS}
-    report = PrepareReport(out=out, layout=layout, classes=class_names, counts=counts, problems=problems,
-                           cache_bytes=cache_bytes, seconds=round(time.time() - started, 3),
-                           groups=len(set(groups)), short=sum(any(c.startswith("short:") for c in u.caveats)
-                                                              for u in usable),
-                           with_caveats=sum(bool(u.caveats) for u in usable))
-    meta = {"data": os.path.abspath(data), "layout": layout, "root": os.path.abspath(root), "split": split,
-            "val_fraction": val_fraction, "seed": seed, "group_by": group_by, "min_frames": min_frames,
-            "clip_len": clip_len, "cache": cache, "frames": frames, "cache_short_side": cache_short_side,
-            "cache_resize": cache_resize.to_dict(),
-            "counts": counts, "groups": report.groups, "problems": len(problems), "skipped": report.skipped,
-            "short": report.short, "with_caveats": report.with_caveats, "cache_bytes": cache_bytes,
-            "seconds": report.seconds}
-    atomic_write_text(out / "prepare.json", to_json(meta))
-    return report
+    return PrepareReport(out=out, layout=layout, classes=class_names, counts=counts, problems=problems,
+                         cache_bytes=cache_bytes, seconds=round(time.time() - started, 3),
+                         groups=len(set(groups)), short=sum(any(c.startswith("short:") for c in u.caveats)
+                                                            for u in usable),
+                         with_caveats=sum(bool(u.caveats) for u in usable))
+
+
+def _write_record(path: Path, options: dict, report: PrepareReport) -> None:
+    """prepare.json: the run's options, then its counts."""
+    meta = {**options, "counts": report.counts, "groups": report.groups, "problems": len(report.problems),
+            "skipped": report.skipped, "short": report.short, "with_caveats": report.with_caveats,
+            "cache_bytes": report.cache_bytes, "seconds": report.seconds}
+    atomic_write_text(path, to_json(meta))
 
 
 def _layout(data: Path, root: Path, layout: str, split_files, group_by: str, clip_len: int | None) -> str:
