@@ -23,9 +23,10 @@ What it measures, all in one run so that every ratio compares numbers taken side
 3. One training step (zero_grad + forward + cross-entropy + backward + AdamW step), naive (fp32, contiguous,
    for-loop AdamW; in the baseline process, and again in this process) against bf16 autocast + channels-last,
    and the same with PyTorch's fused AdamW; round-robin, same model and batch.
-4. The demo configuration's loader against its training step: clips/s from a DataLoader over a synthetic
-   dataset prepared with the decoded-frame cache (tiny R(2+1)D, 32 frames, resize 56x72, crop 48, batch 8,
-   the demo's worker count) against clips/s of the demo's training step; their ratio must be >= 3.
+4. The demo configuration's loader against its training step: clips/s from a DataLoader over the demo's
+   synthetic dataset prepared with the decoded-frame cache (`actionbert.demo.make_demo_data`: its classes,
+   backbone, sizes, batch and worker count) against clips/s of the demo's fp32 training step; their ratio must
+   be >= 3.
 
 Run: `python benchmarks/speed.py` (full run: about 6 minutes on 2 cores), `--quick` for a smoke run,
 `--models r34 r18 --batch 1 --repeats 3` for subsets. Prints markdown tables; `--json FILE` saves raw numbers.
@@ -357,29 +358,22 @@ def bench_train(key: str, batch: int, repeats: int, peaks: dict[str, float], pro
 
 # ---------------------------------------------------------------------------------------------- loader
 def bench_loader(repeats: int, videos_per_class: int) -> dict:
-    """Demo configuration: DataLoader throughput over the cached synthetic dataset vs training-step throughput."""
+    """Demo configuration: DataLoader throughput over the demo's cached synthetic dataset (its classes, sizes and
+    preprocessing, `videos_per_class` per class) vs the throughput of its training step."""
     from torch.utils.data import DataLoader
 
-    from actionbert.config import DataConfig, TrainConfig
-    from actionbert.data import (VideoClipDataset, collate_clips, load_split, make_synthetic_dataset,
-                                 prepare_dataset, train_transform)
-    from actionbert.demo import DemoConfig
-    from actionbert.preprocessing import Resize
+    from actionbert.config import resolve
+    from actionbert.data import collate_clips
+    from actionbert.demo import DemoConfig, base_config, make_demo_data
+    from actionbert.train.loaders import build_datasets
 
-    demo = DemoConfig()
-    workers, precision, channels_last = demo.workers, TrainConfig().precision, TrainConfig().channels_last
-    norm = DataConfig().norm or "torchvision"
+    demo = DemoConfig(videos_per_class=videos_per_class)
+    workers, precision, channels_last = demo.workers, "fp32", False  # the demo's step where bf16 is emulated
     with tempfile.TemporaryDirectory(prefix="actionbert-speed-") as tmp:
-        log(f"  loader: writing {videos_per_class} synthetic videos per class and preparing the cache")
-        raw = make_synthetic_dataset(Path(tmp) / "videos", videos_per_class=videos_per_class,
-                                     num_frames=demo.num_frames, clip_len=demo.clip_len, seed=0)
-        prepare_dataset(raw, Path(tmp) / "prepared", val_fraction=0.25, seed=0, cache=True,
-                        cache_resize=Resize(*demo.resize))
-        samples, classes = load_split(Path(tmp) / "prepared", "train")
-        if not all(s.cache for s in samples):
-            raise RuntimeError("prepare_dataset(cache=True) left videos without a cache file")
-        dataset = VideoClipDataset(samples, clip_len=demo.clip_len, mode="train", seed=0,
-                                   transform=train_transform(resize=demo.resize, crop_size=demo.crop, norm=norm))
+        log(f"  loader: writing the demo's videos ({videos_per_class} per class) and preparing the cache")
+        prepared = make_demo_data(demo, Path(tmp))
+        dataset, _, classes = build_datasets(base_config(demo, prepared))
+        cfg = resolve(base_config(demo, prepared), num_classes=len(classes))
         loader = DataLoader(dataset, batch_size=demo.batch_size, shuffle=True, num_workers=workers,
                             collate_fn=collate_clips, drop_last=True, persistent_workers=workers > 0)
 
@@ -394,12 +388,13 @@ def bench_loader(repeats: int, videos_per_class: int) -> dict:
         loader_rate = clips / statistics.median(loader_times)
 
         torch.manual_seed(0)
-        model = build_model(backbone="r2plus1d_tiny", head="bert", num_classes=len(classes), clip_len=demo.clip_len,
-                            input_size=demo.crop)
+        m = cfg.model
+        model = build_model(backbone=m.backbone, head="bert", num_classes=m.num_classes, clip_len=m.clip_len,
+                            input_size=m.input_size, dropout=m.dropout, head_options=m.head_options)
         fmt = torch.channels_last_3d if channels_last else torch.contiguous_format
         model = model.train().to(memory_format=fmt)
         opt = torch.optim.AdamW(model.parameters(), lr=demo.lr)
-        x = next(iter(loader))["video"].contiguous(memory_format=fmt)  # (8, 3, 32, 48, 48)
+        x = next(iter(loader))["video"].contiguous(memory_format=fmt)  # (B, 3, T, S, S)
         y = torch.arange(x.shape[0]) % len(classes)
         steps = max(3, clips // demo.batch_size)
 
@@ -412,7 +407,7 @@ def bench_loader(repeats: int, videos_per_class: int) -> dict:
         model_rate = x.shape[0] / statistics.median(step_times)
         if workers > 0:
             del loader  # stop persistent workers before the folder goes
-    return {"config": f"r2plus1d_tiny+bert, {demo.clip_len}x{demo.crop}x{demo.crop}, resize {demo.resize}, "
+    return {"config": f"{demo.backbone}+bert, {demo.clip_len}x{demo.crop}x{demo.crop}, resize {demo.resize}, "
                       f"batch {demo.batch_size}, {workers} worker(s), train {precision}"
                       f"{' channels-last' if channels_last else ''}",
             "clips_per_epoch": clips, "loader_clips_per_s": loader_rate, "model_clips_per_s": model_rate,

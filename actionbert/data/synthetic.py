@@ -120,9 +120,9 @@ class Style:
 
 
 DEFAULT_STYLE = Style()
-#: The demo's look: large flashes (the events must be easy to tell apart, see `actionbert.demo`), a disc sliding
-#: about a pixel per frame at the demo's 16-18 px frames, no distractor. Its `layout` comes from the backbone.
-LOCAL_ORDER_STYLE = Style(flash_radius=(0.35, 0.45), mover_radius=(0.18, 0.24), slide_speed=(0.1, 0.15),
+#: The demo's look: large flashes (the events must be easy to tell apart, see `actionbert.demo`), a large disc
+#: sliding about two pixels per frame at the demo's 18 px frames, no distractor. Its `layout` comes from the backbone.
+LOCAL_ORDER_STYLE = Style(flash_radius=(0.35, 0.45), mover_radius=(0.28, 0.36), slide_speed=(0.1, 0.15),
                           distractor=False)
 
 
