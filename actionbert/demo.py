@@ -238,21 +238,15 @@ def group_comparisons(rows: list[AblationRow], classes: list[str]) -> dict[str, 
 
 
 def per_class_table(evaluations: dict[str, dict]) -> list[str]:
-    """Markdown rows: class x head, recall averaged over the seeds of each head (run folders head-<name>/seedK)."""
-    by_head: dict[str, list[dict]] = {}
-    for run_dir, report in evaluations.items():
-        head = Path(run_dir).parent.name.removeprefix("head-")
-        by_head.setdefault(head, []).append({c["class"]: c["recall"] for c in report["video"]["per_class"]})
+    """Markdown rows: class x head, recall averaged over the seeds of each head (`demo_summary.per_class_by_head`)."""
+    by_head = demo_summary.per_class_by_head(evaluations)
     if not by_head:
         return []
-    heads = sorted(by_head)
-    classes = list(next(iter(by_head.values()))[0])
+    heads = list(by_head)
+    classes = list(dict.fromkeys(c for values in by_head.values() for c in values))
     rows = ["| class | " + " | ".join(heads) + " |", "|---|" + "---|" * len(heads)]
     for c in classes:
-        cells = []
-        for h in heads:
-            values = [r[c] for r in by_head[h] if r.get(c) is not None]
-            cells.append(f"{sum(values) / len(values):.0f}" if values else "-")
+        cells = [f"{sum(v) / len(v):.0f}" if (v := by_head[h].get(c)) else "-" for h in heads]
         rows.append(f"| {c} | " + " | ".join(cells) + " |")
     return rows
 

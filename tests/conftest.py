@@ -173,3 +173,22 @@ def video_files(tmp_path_factory) -> dict[str, Path]:
         "rot90": write_coded(d / "rot90.mp4", 6, rotation=-90),
         "folder": write_frame_folder(d / "frames_clip", 9),
     }
+
+
+#: The classes of `tiny_model_dir`.
+TINY_CLASSES = ["walk", "run", "jump"]
+
+
+@pytest.fixture(scope="session")
+def tiny_model_dir(tmp_path_factory) -> Path:
+    """A tiny model folder (r2plus1d_tiny + BERT, random weights, `TINY_CLASSES`): 8-frame clips, 32-px crops of
+    36 x 48 frames."""
+    from actionbert.checkpoint import inference_config, save_pretrained
+    from actionbert.models import build_model
+
+    torch.manual_seed(0)
+    model = build_model(backbone="r2plus1d_tiny", head="bert", num_classes=len(TINY_CLASSES), clip_len=8,
+                        input_size=32).eval()
+    info = inference_config(model, classes=TINY_CLASSES, resize=(36, 48), norm="torchvision")
+    return save_pretrained(model, tmp_path_factory.mktemp("model") / "m", info=info)
+

@@ -12,22 +12,18 @@ from pathlib import Path
 import pytest
 import torch
 
-from actionbert.checkpoint import inference_config, load_model, save_pretrained
+from actionbert.checkpoint import load_model
 from actionbert.cli import main
-from actionbert.models import build_model
+from conftest import TINY_CLASSES
 from actionbert.predict import Predictor
 from actionbert.predict_batch import BatchStats, predict_many, predict_to_file, record, settings_of
 
-CLASSES = ["walk", "run", "jump"]
+CLASSES = TINY_CLASSES
 
 
 @pytest.fixture(scope="module")
-def model_dir(tmp_path_factory) -> Path:
-    torch.manual_seed(0)
-    model = build_model(backbone="r2plus1d_tiny", head="bert", num_classes=len(CLASSES), clip_len=8,
-                        input_size=32).eval()
-    info = inference_config(model, classes=CLASSES, resize=(36, 48), norm="torchvision")
-    return save_pretrained(model, tmp_path_factory.mktemp("model") / "m", info=info)
+def model_dir(tiny_model_dir) -> Path:
+    return tiny_model_dir
 
 
 @pytest.fixture(scope="module")

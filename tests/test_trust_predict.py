@@ -12,23 +12,18 @@ import pytest
 import torch
 from safetensors.torch import load_file, save_file
 
-from actionbert.checkpoint import CheckpointError, inference_config, load_model, save_checkpoint, save_pretrained
+from actionbert.checkpoint import CheckpointError, load_model, save_checkpoint
 from actionbert.cli import main
-from actionbert.models import build_model
+from conftest import TINY_CLASSES
 from actionbert.plots import timeline_names
 from actionbert.predict import Predictor
 
-CLASSES = ["walk", "run", "jump"]
+CLASSES = TINY_CLASSES
 
 
 @pytest.fixture(scope="module")
-def model_dir(tmp_path_factory) -> Path:
-    """A tiny model folder: 8-frame clips, 32-px crops of 36 x 48 frames."""
-    torch.manual_seed(0)
-    model = build_model(backbone="r2plus1d_tiny", head="bert", num_classes=len(CLASSES), clip_len=8,
-                        input_size=32).eval()
-    info = inference_config(model, classes=CLASSES, resize=(36, 48), norm="torchvision")
-    return save_pretrained(model, tmp_path_factory.mktemp("model") / "m", info=info)
+def model_dir(tiny_model_dir) -> Path:
+    return tiny_model_dir
 
 
 @pytest.fixture(scope="module")
