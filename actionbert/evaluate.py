@@ -178,7 +178,8 @@ def _score(setup: _Setup, dev, precision, fast, dist_info, *, done: set, seed, b
     scores = VideoScores(setup.samples, setup.classes, orders, expected)
     forward = _Forward(setup.model, batch_size, orders, shuffle, dev, precision, warm_up=fast)
     records, windows = [], 0
-    with torch.inference_mode():
+    threads = runtime.threads_beside_workers(dev, workers)
+    with torch.inference_mode(), runtime.intra_op_threads(threads):
         for batch in loader:
             for vid, reason in batch["failures"]:
                 on_failure(vid, reason)

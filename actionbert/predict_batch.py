@@ -30,6 +30,7 @@ from typing import Callable
 import torch
 from torch.utils.data import DataLoader, IterableDataset, get_worker_info
 
+from actionbert import runtime
 from actionbert.data.decode import VideoDecodeError
 from actionbert.predict import Prediction, Predictor, _add_warning, open_stream, slide_windows
 
@@ -120,27 +121,28 @@ def predict_many(predictor: Predictor, videos: list[tuple[int, str]], *, topk: i
     dataset = VideoWindows(videos, predictor, chunk=batch)
     extra = dict(prefetch_factor=2, in_order=False) if workers else {}
     loader = DataLoader(dataset, batch_size=None, num_workers=workers, **extra)
-    _warm_up(predictor)
-    queue: list[tuple[_Open, int, torch.Tensor]] = []
-    open_: dict[int, _Open] = {}
-    for chunk in loader:
-        video = open_.setdefault(chunk.index, _Open(Prediction(video=chunk.video)))
-        stats.chunks += 1
-        if chunk.clips is not None:
-            queue.extend((video, s, clip) for s, clip in zip(chunk.starts, chunk.clips))
-            video.pending += len(chunk.starts)
-            stats.windows += len(chunk.starts)
-        if chunk.final:
-            video.last = chunk
-        stats.max_windows_held = max(stats.max_windows_held, len(queue))
-        stats.max_open_videos = max(stats.max_open_videos, len(open_))
-        while len(queue) >= batch:
-            _score(predictor, queue[:batch], stats)
-            del queue[:batch]
+    with runtime.intra_op_threads(runtime.threads_beside_workers(predictor.device, workers)):
+        _warm_up(predictor)
+        queue: list[tuple[_Open, int, torch.Tensor]] = []
+        open_: dict[int, _Open] = {}
+        for chunk in loader:
+            video = open_.setdefault(chunk.index, _Open(Prediction(video=chunk.video)))
+            stats.chunks += 1
+            if chunk.clips is not None:
+                queue.extend((video, s, clip) for s, clip in zip(chunk.starts, chunk.clips))
+                video.pending += len(chunk.starts)
+                stats.windows += len(chunk.starts)
+            if chunk.final:
+                video.last = chunk
+            stats.max_windows_held = max(stats.max_windows_held, len(queue))
+            stats.max_open_videos = max(stats.max_open_videos, len(open_))
+            while len(queue) >= batch:
+                _score(predictor, queue[:batch], stats)
+                del queue[:batch]
+            _finish_ready(predictor, open_, topk, on_video)
+        if queue:
+            _score(predictor, queue, stats)
         _finish_ready(predictor, open_, topk, on_video)
-    if queue:
-        _score(predictor, queue, stats)
-    _finish_ready(predictor, open_, topk, on_video)
     return stats
 
 

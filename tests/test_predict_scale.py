@@ -159,3 +159,38 @@ def test_a_long_video_is_streamed_in_chunks_with_bounded_memory(model_dir, video
     assert stats.chunks >= 25 + 3  # 50 windows in chunks of <= 2
     assert stats.max_windows_held <= 2 + 2 - 1
     assert stats.max_open_videos <= 2 + 3  # one per worker plus those whose last windows wait for the model
+
+
+def test_a_cpu_model_leaves_the_decoding_workers_their_cores(monkeypatch):
+    """On 4 cores, k workers leave 4 - k threads (at least 1), a torchrun process its share of the cores less its
+    workers; nothing changes on a GPU, without workers, or where torch already runs that few threads."""
+    from actionbert import runtime
+
+    monkeypatch.setattr(os, "sched_getaffinity", lambda pid: set(range(4)), raising=False)
+    monkeypatch.setattr(torch, "get_num_threads", lambda: 4)
+    monkeypatch.delenv("LOCAL_WORLD_SIZE", raising=False)
+    cpu = torch.device("cpu")
+    assert [runtime.threads_beside_workers(cpu, k) for k in (0, 1, 3, 8)] == [None, 3, 1, 1]
+    assert runtime.threads_beside_workers(torch.device("cuda"), 2) is None
+    monkeypatch.setenv("LOCAL_WORLD_SIZE", "2")
+    assert runtime.threads_beside_workers(cpu, 1) == 1
+    monkeypatch.setattr(torch, "get_num_threads", lambda: 1)
+    assert runtime.threads_beside_workers(cpu, 1) is None
+
+
+def test_predict_many_runs_the_model_on_the_threads_the_workers_leave(model_dir, videos, monkeypatch):
+    """Every model call of a 2-worker run on a 2-core process runs at 1 intra-op thread; the count is restored."""
+    monkeypatch.setattr(os, "sched_getaffinity", lambda pid: {0, 1}, raising=False)
+    monkeypatch.delenv("LOCAL_WORLD_SIZE", raising=False)
+    model, info = load_model(model_dir)
+    predictor = Predictor(model, info, batch_size=3, fast=False)
+    seen, run = [], predictor._run
+    monkeypatch.setattr(predictor, "_run", lambda batch: (seen.append(torch.get_num_threads()), run(batch))[1])
+    before = torch.get_num_threads()
+    torch.set_num_threads(2)
+    try:
+        predict_many(predictor, list(enumerate(videos[:2])), workers=2)
+        assert seen and set(seen) == {1}
+        assert torch.get_num_threads() == 2
+    finally:
+        torch.set_num_threads(before)

@@ -26,7 +26,8 @@ def _args_eval(p: argparse.ArgumentParser) -> None:
     p.add_argument("--precision", default="fp32", choices=PREDICT_CHOICES,
                    help="autocast precision (auto: the device's fast one)")
     p.add_argument("--batch-size", type=int, default=4)
-    p.add_argument("--workers", type=int, help="loader processes decoding beside the model (default 2; 0: none)")
+    p.add_argument("--workers", type=int, help="loader processes decoding beside the model (default 2; 0: none); "
+                   "a CPU model then uses the cores they leave")
     p.add_argument("--eager", action="store_true", help="run the model as trained (no BatchNorm folding/compile)")
 
 

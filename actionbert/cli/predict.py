@@ -18,7 +18,7 @@ def _args_predict(p: argparse.ArgumentParser) -> None:
                                  "its share")
     p.add_argument("--overwrite", action="store_true", help="start --out afresh instead of continuing it")
     p.add_argument("--workers", type=int, default=0, help="decoding processes (0: decode in the main process); "
-                                                          "windows of several videos share a model batch")
+                   "windows of several videos share a model batch; a CPU model then uses the cores they leave")
     p.add_argument("--topk", type=int, default=5, help="labels listed per video (>= 1)")
     p.add_argument("--hop", type=int, help="frames between sliding windows (>= 1; default: one clip span)")
     fmt = p.add_mutually_exclusive_group()
