@@ -42,7 +42,7 @@ class Chunk:
     index: int
     video: str
     starts: list[int]
-    clips: torch.Tensor | None  # (n, 3, L, S, S)
+    clips: torch.Tensor | None  # uint8 (n, L, 3, S, S): centre-cropped, normalised by the model's process
     final: bool = False
     warnings: list[str] = field(default_factory=list)
     info: object = None  # VideoInfo once the stream ended
@@ -73,7 +73,7 @@ class VideoWindows(IterableDataset):
         try:
             for start, frames in slide_windows(stream, warn=warnings.append, **self.window):
                 starts.append(start)
-                clips.append(self.transform(frames))  # (3, L, S, S)
+                clips.append(self.transform.cropped(frames))  # uint8 (L, 3, S, S)
                 if len(clips) == self.chunk:
                     yield Chunk(index, path, starts, torch.stack(clips))
                     starts, clips = [], []
@@ -158,7 +158,7 @@ def _warm_up(predictor: Predictor) -> None:
 def _score(predictor: Predictor, items: list[tuple[_Open, int, torch.Tensor]], stats: BatchStats) -> None:
     """Run one model batch of exactly `batch_size` windows (zero clips fill a short last batch) and hand each
     window's logits and timeline row to its video."""
-    clips = [clip for _, _, clip in items]
+    clips = list(predictor.transform.normalized(torch.stack([clip for _, _, clip in items])))  # (3, L, S, S) each
     clips += [torch.zeros_like(clips[0])] * (predictor.batch_size - len(clips))
     logits, attention = predictor._run(clips)
     stats.model_calls += 1

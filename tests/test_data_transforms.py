@@ -143,3 +143,16 @@ def test_bad_input_raises():
         eval_transform(resize=(64, 64), crop_size=112)(torch.zeros(2, 64, 64, 3, dtype=torch.uint8))
     with pytest.raises(ValueError, match="unknown normalisation"):
         eval_transform(norm="imagenet")
+
+
+def test_eval_transform_in_two_halves_equals_the_whole_bit_for_bit():
+    """Decoding processes hand over uint8 crops (a quarter of the bytes) and the model's process normalises a
+    stack of them: the same float clips as the whole transform, per clip."""
+    from actionbert.data.transforms import EvalTransform
+
+    g = torch.Generator().manual_seed(0)
+    clips = [torch.randint(0, 256, (4, 30, 40, 3), dtype=torch.uint8, generator=g) for _ in range(3)]
+    t = EvalTransform(resize=(24, 32), crop_size=16, norm="torchvision")
+    halves = t.normalized(torch.stack([t.cropped(c) for c in clips]))
+    assert halves.dtype == torch.float32 and halves.shape == (3, 3, 4, 16, 16)
+    assert torch.equal(halves, torch.stack([t(c) for c in clips]))

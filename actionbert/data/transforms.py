@@ -161,7 +161,16 @@ class EvalTransform(ClipTransform):
 
     def __call__(self, frames, rng: RNG | None = None) -> torch.Tensor:
         """uint8 (T, H, W, 3) -> float32 (3, T, crop_size, crop_size). `rng` is accepted and unused."""
-        video = F.center_crop(self._resized(frames), [self.crop_size, self.crop_size])  # (T, 3, S, S)
+        return self.normalized(self.cropped(frames))
+
+    def cropped(self, frames) -> torch.Tensor:
+        """The first half: uint8 (T, H, W, 3) -> uint8 (T, 3, crop_size, crop_size), a quarter of the bytes of
+        the float clip (what decoding processes hand over)."""
+        return F.center_crop(self._resized(frames), [self.crop_size, self.crop_size])
+
+    def normalized(self, video: torch.Tensor) -> torch.Tensor:
+        """The second half: uint8 (..., T, 3, S, S) -> float32 (..., 3, T, S, S); elementwise, so a stack of
+        cropped clips gives the stack of their transforms, bit for bit."""
         return self._normalized(video)
 
 
