@@ -9,7 +9,7 @@ measurement.
 It writes `--videos` videos cycling through H.264 (MP4), MPEG-4 Part 2 (AVI) and MJPEG (AVI), at 320 x 240 and
 640 x 360, 4-60 s at 25 fps (a textured scene panning, moving blobs, noise), then for each model
 - tiny: r2plus1d_local_tiny + BERT, 16-frame clips, non-overlapping windows (decode-bound: ~90 clips/s on one
-  core here, about twice the decoder),
+  core here, about 1.5x the decoder),
 - r2plus1d_18: R(2+1)D-18 + BERT, 16-frame clips, one window every 128 frames (model-bound; see MODELS),
 both at 112 x 112 from frames resized to 128 x 171, runs in fresh processes:
 - `sequential` (tiny only): today's path (no --out: one video after another in the main process),
