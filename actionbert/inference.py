@@ -295,6 +295,11 @@ class InferenceModel(nn.Module):
         if x.dim() != 5 or x.shape[1] != 3:
             raise ValueError(f"expected a clip batch of shape (B, 3, T, H, W), got {tuple(x.shape)}")
         x = x.to(self.device, non_blocking=True).contiguous(memory_format=self.memory_format)
+        if not x.is_inference():
+            # made outside inference mode and already in place: Dynamo guards on that flag, so such a tensor
+            # after an inference-mode one (or the reverse) recompiled the shape, seconds per switch (seen with
+            # predict's workers); a copy made here keeps one graph per shape
+            x = x.clone()
         logits, attention = self._run(x)
         return logits.float(), (attention.float() if attention is not None else None)
 

@@ -164,8 +164,9 @@ class Predictor:
                                  warn=lambda text: _add_warning(pred, text))
 
     @torch.inference_mode()
-    def _run(self, batch: list[torch.Tensor]) -> tuple[torch.Tensor, torch.Tensor | None]:
-        x = torch.stack(batch).to(self.device)  # (n, 3, L, S, S)
+    def _run(self, batch: list[torch.Tensor] | torch.Tensor) -> tuple[torch.Tensor, torch.Tensor | None]:
+        """Logits (n, K) and CLS attention (n, T') or None of clips (3, L, S, S), listed or stacked."""
+        x = (batch if isinstance(batch, torch.Tensor) else torch.stack(batch)).to(self.device)  # (n, 3, L, S, S)
         with runtime.autocast(self.device, "fp32" if self.fast else self.precision):  # prepared: autocasts itself
             logits, attention = self.model.forward_with_attention(x)
         if attention is not None:

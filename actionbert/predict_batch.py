@@ -158,9 +158,10 @@ def _warm_up(predictor: Predictor) -> None:
 def _score(predictor: Predictor, items: list[tuple[_Open, int, torch.Tensor]], stats: BatchStats) -> None:
     """Run one model batch of exactly `batch_size` windows (zero clips fill a short last batch) and hand each
     window's logits and timeline row to its video."""
-    clips = list(predictor.transform.normalized(torch.stack([clip for _, _, clip in items])))  # (3, L, S, S) each
-    clips += [torch.zeros_like(clips[0])] * (predictor.batch_size - len(clips))
-    logits, attention = predictor._run(clips)
+    x = predictor.transform.normalized(torch.stack([clip for _, _, clip in items]))  # (n, 3, L, S, S) float
+    if len(items) < predictor.batch_size:
+        x = torch.cat([x, x.new_zeros(predictor.batch_size - len(items), *x.shape[1:])])
+    logits, attention = predictor._run(x)
     stats.model_calls += 1
     for i, (video, start, _) in enumerate(items):
         row = logits[i:i + 1]

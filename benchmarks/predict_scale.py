@@ -16,10 +16,10 @@ both at 112 x 112 from frames resized to 128 x 171, runs in fresh processes:
 - `workers W` for W in 0, 1, 2: `predict --out R.jsonl --workers W`,
 - `torchrun K` for K in 1, 2: `torchrun --nproc_per_node K -m actionbert predict --out ... --workers 0`,
 and prints videos/s and clips/s (timed around the prediction itself: model loading, Python start-up and the
-model's warm-up/compilation left out; the last is printed), the largest RSS of each process (each rank's main process, and in brackets its largest child process:
-a decoding worker, or a helper process that torch starts), and the ratio of the
-end-to-end clip rate to the model alone on clips of the same shape and batch (zero clips, fixed batch, after a
-warm-up). Precision: bf16 where `runtime.bf16_is_slow` says the device runs it natively, else fp32.
+model's warm-up/compilation left out; the last is printed), the largest RSS of each process (each rank's main
+process, and in brackets its largest child process: a decoding worker, or a helper process that torch starts),
+and the ratio of the end-to-end clip rate to the model alone on clips of the same shape and batch (zero clips,
+fixed batch, after a warm-up). Precision: bf16 where `runtime.bf16_is_slow` says the device runs it natively, else fp32.
 """
 
 from __future__ import annotations
@@ -115,11 +115,11 @@ def child(stats_dir: str, argv: list[str]) -> int:
     timing = {"startup": 0.0}
     prepared, warm_shapes = [], set()
 
-    def timed(fn, key):
+    def timed(fn):
         def wrapper(*args, **kwargs):
             t0 = time.perf_counter()
             result = fn(*args, **kwargs)
-            timing[key] = time.perf_counter() - t0
+            timing["seconds"] = time.perf_counter() - t0
             return result
         return wrapper
 
@@ -135,15 +135,14 @@ def child(stats_dir: str, argv: list[str]) -> int:
 
     prepare, warm = inference_module.prepare_for_inference, batch_module._warm_up
     inference_module.prepare_for_inference, batch_module._warm_up = capture, warm_up
-    batch_module.predict_to_file = timed(batch_module.predict_to_file, "seconds")
-    predict_module.predict_videos = timed(predict_module.predict_videos, "seconds")
+    batch_module.predict_to_file = timed(batch_module.predict_to_file)
+    predict_module.predict_videos = timed(predict_module.predict_videos)
     code = main(argv)
     later = [t for p in prepared for shape, t in p.report.compiled_shapes.items() if shape not in warm_shapes]
     startup = timing["startup"] + sum(later)
     rank = os.environ.get("RANK", "0")
     figures = {"rank": rank, "seconds": timing["seconds"] - startup if "seconds" in timing else None,
-               "startup": startup, "compiled": sum(len(p.report.compiled_shapes) for p in prepared),
-               "exit": code, "rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
+               "startup": startup, "exit": code, "rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
                "workers_rss_mb": resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss / 1024}
     Path(stats_dir, f"rank{rank}.json").write_text(json.dumps(figures))
     return 0

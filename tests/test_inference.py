@@ -191,6 +191,7 @@ class FakeCompiled:
 
         assert inductor_config.freezing, "compiled calls must run with Inductor's weight freezing on"
         self.calls += 1
+        self.inference_inputs = getattr(self, "inference_inputs", []) + [x.is_inference()]
         if self.fail:
             raise RuntimeError("InductorError: no working C++ compiler")
         return self.module(x)
@@ -269,6 +270,19 @@ def test_compile_true_compiles_every_shape_up_to_the_limit(monkeypatch):
     for b in (1, 2, 3, 3):
         prepared(torch.randn(b, *CLIP[1:]))
     assert made[0].calls == 2 and list(prepared.report.compiled_shapes) == [(1, *CLIP[1:]), (2, *CLIP[1:])]
+
+
+def test_the_compiled_model_only_ever_sees_inference_tensors(monkeypatch):
+    """Dynamo guards on a tensor's inference flag: inputs made outside inference mode that need no layout copy
+    (a channels-last batch), made inside it, or fresh, all reach the compiled function as inference tensors."""
+    made = _patch_compile(monkeypatch)
+    prepared = prepare_for_inference(_tiny(backbone="r2plus1d_tiny", head="tgap"), compile=True)
+    outside = torch.randn(*CLIP).contiguous(memory_format=torch.channels_last_3d)
+    with torch.inference_mode():
+        inside = torch.randn(*CLIP).contiguous(memory_format=torch.channels_last_3d)
+    for x in (inside, outside, torch.randn(*CLIP), outside):
+        prepared(x)
+    assert made[0].inference_inputs == [True] * 4
 
 
 def test_compile_false_never_calls_torch_compile(monkeypatch):
